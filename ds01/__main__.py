@@ -1,0 +1,5 @@
+import sys
+
+from ds01.cli import main
+
+sys.exit(main())

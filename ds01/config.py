@@ -1,0 +1,603 @@
+"""The policy model: one typed view of ``config/resource-allocation.yaml``.
+
+Deploys (on the controller) and runtime tools (on the server) read the policy
+through :func:`load_policy` only. Loading is strict: unknown keys, wrong types,
+bad units and contradictions are all collected and raised together as a
+:class:`PolicyError`, each as ``FILE:LINE: key.path: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from ds01.units import parse_duration, parse_percent, parse_size
+
+DEFAULT_POLICY_PATH = "/etc/ds01/resource-allocation.yaml"
+
+# --------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Percent = Annotated[int, BeforeValidator(parse_percent)]
+
+
+def _abs_path(v: str) -> str:
+    if not v.startswith("/") or "//" in v or v != v.rstrip("/") or "/../" in v + "/":
+        raise ValueError(f"{v!r} must be a normalised absolute path such as '/srv/ds01/data'")
+    return v
+
+
+def _cron(v: str) -> str:
+    fields = v.split()
+    if v.startswith("@") and v in {"@hourly", "@daily", "@weekly", "@monthly", "@reboot"}:
+        return v
+    if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,\-]+", f) for f in fields):
+        raise ValueError(f"{v!r} is not a 5-field cron schedule such as '*/15 * * * *'")
+    return v
+
+
+def _regex(v: str) -> str:
+    try:
+        re.compile(v)
+    except re.error as e:
+        raise ValueError(f"bad regular expression {v!r}: {e}") from None
+    return v
+
+
+def _mode(v: str) -> str:
+    if not re.fullmatch(r"0?[0-7]{3,4}", v):
+        raise ValueError(f"bad file mode {v!r}: write it as an octal string such as '0700'")
+    return v.rjust(4, "0")
+
+
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+Cron = Annotated[str, AfterValidator(_cron)]
+Regex = Annotated[str, AfterValidator(_regex)]
+Mode = Annotated[str, AfterValidator(_mode)]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --------------------------------------------------------------------------
+# Roles and their limits
+# --------------------------------------------------------------------------
+
+
+class GpuLimits(Strict):
+    """Fair share of the GPUs, in GPU-equivalents (a full GPU is 1.0)."""
+
+    quota: float | None = Field(ge=0)  # null: no limit
+    max_units_per_container: int = Field(ge=0)
+    allow_full_gpu: bool
+
+
+class ContainerLimits(Strict):
+    """What one container of the role gets (docker create is rewritten to this)."""
+
+    cpus: float = Field(gt=0)
+    memory: Size
+    swap: Size  # on top of memory; '0m' disables swap
+    shm_size: Size
+    pids: int = Field(gt=0)
+
+
+class Lifecycle(Strict):
+    max_containers: int | None = Field(ge=0)  # null: no limit
+    max_runtime: Duration | None  # null: may run forever
+    idle_timeout: Duration | None  # null: never reaped for idleness
+    gpu_hold_after_stop: Duration  # a stopped container keeps its GPU this long
+    remove_stopped_after: Duration | None  # a stopped container is removed after this
+
+
+class SliceLimits(Strict):
+    """systemd resource controls of a slice; null means 'infinity'."""
+
+    cpu_quota: Percent | None  # CPUQuota: 100% is one CPU
+    memory_max: Size | None
+    memory_high: Size | None
+    tasks_max: int | None = Field(gt=0)
+    io_weight: int | None = Field(default=None, ge=1, le=10000)
+
+
+class IdlePolicy(Strict):
+    """A GPU container is idle when all readings stay below these for the window."""
+
+    gpu_util_percent: int = Field(ge=0, le=100)
+    cpu_percent: float = Field(ge=0)
+    network_bytes: Size  # per check interval
+    check_interval: Duration
+    consecutive_checks: int = Field(ge=1)
+    warn_before_stop: Duration
+
+
+class Role(Strict):
+    description: str
+    priority: int  # GPU queue: higher is served first
+    gpu: GpuLimits
+    container: ContainerLimits
+    lifecycle: Lifecycle
+    user_slice: SliceLimits  # everything one user runs in containers, together
+    login: SliceLimits  # one user's processes outside containers
+    idle: IdlePolicy
+
+
+def _patch_of(model: type[Strict]) -> type[Strict]:
+    """The same model with every field optional: a per-user override of a section."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if info.metadata:
+            ann = Annotated[(ann, *info.metadata)]  # keep the unit parsers and bounds
+        fields[name] = (ann | None, None)
+    return create_model(f"{model.__name__}Override", __base__=Strict, **fields)
+
+
+class UserOverride(Strict):
+    """Per-user exceptions, merged over the user's role (only the keys given)."""
+
+    reason: str
+    gpu: _patch_of(GpuLimits) | None = None  # type: ignore[valid-type]
+    container: _patch_of(ContainerLimits) | None = None  # type: ignore[valid-type]
+    lifecycle: _patch_of(Lifecycle) | None = None  # type: ignore[valid-type]
+    user_slice: _patch_of(SliceLimits) | None = None  # type: ignore[valid-type]
+    login: _patch_of(SliceLimits) | None = None  # type: ignore[valid-type]
+
+
+# --------------------------------------------------------------------------
+# Identity: who is in which role
+# --------------------------------------------------------------------------
+
+
+class DirectoryAttributes(Strict):
+    account: str = "sAMAccountName"
+    principal: str = "userPrincipalName"
+    mail: str = "mail"
+    display_name: str = "displayName"
+    uid_number: str = "uidNumber"
+    gid_number: str = "gidNumber"
+    member_of: str = "memberOf"
+    last_logon: str = "lastLogonTimestamp"
+    account_control: str = "userAccountControl"
+
+
+class Directory(Strict):
+    """Where users and groups are read from (AD, or an RFC2307 LDAP server)."""
+
+    enabled: bool
+    kind: Literal["ad", "rfc2307"]
+    uri: str = Field(pattern=r"^ldaps?://[^\s]+$")
+    start_tls: bool
+    ca_file: AbsPath | None
+    bind_dn: str | None
+    bind_password_file: AbsPath  # root-only file on the server, never in the repo
+    user_base_dn: str
+    group_base_dn: str
+    user_filter: str
+    page_size: int = Field(ge=1, le=1000)
+    timeout: Duration
+    attributes: DirectoryAttributes
+    # How directory accounts appear as Linux names: 'j.doe' or 'j.doe@example.lan'.
+    name_style: Literal["plain", "qualified"]
+    domain: str
+
+
+class NamingRule(Strict):
+    pattern: Regex  # matched against the plain account name (no @domain)
+    role: Name
+
+
+class SyncPolicy(Strict):
+    # Refuse to remove anyone when the directory's user count drops by more than this.
+    max_drop_fraction: float = Field(ge=0, le=1)
+    log_file: AbsPath
+
+
+class HomePolicy(Strict):
+    root: AbsPath
+    mode: Mode
+
+
+class Privacy(Strict):
+    """System paths users may traverse but not list (mode o-r)."""
+
+    unlistable: list[AbsPath]
+
+
+class Identity(Strict):
+    directory: Directory
+    default_role: Name
+    naming_rules: list[NamingRule]
+    directory_groups: dict[str, Name]  # group CN -> role
+    members: dict[Name, list[str]]  # explicit role lists: always win
+    archived: list[str]  # no role, no access; home kept for the admin
+    system_users: list[str]  # never classified (service and admin accounts)
+    admin_account: str  # always keeps sudo
+    sync: SyncPolicy
+    home: HomePolicy
+    privacy: Privacy
+
+
+# --------------------------------------------------------------------------
+# Storage
+# --------------------------------------------------------------------------
+
+
+class Purge(Strict):
+    after: Duration  # unused (atime and mtime) for this long -> removed
+    warn_before: Duration
+
+
+class Project(Strict):
+    members: list[str]
+    quota: Size | None = None
+
+
+class Area(Strict):
+    kind: Literal["readonly", "collaborative", "projects", "scratch"]
+    path: AbsPath  # where the area physically lives
+    link: AbsPath | None  # the short path users know
+    group: str  # owning group
+    read: list[Name]  # roles that may read
+    write: list[Name]  # roles that may write
+    maintainers: list[str] = []  # users who may write besides the write roles
+    sticky: bool  # only a file's owner may delete it
+    quota: dict[Name, Size] = {}  # per role, per user (ext4 user/project quota)
+    purge: Purge | None = None
+    projects: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.]*$")], Project] = {}
+
+
+class Storage(Strict):
+    quota_filesystem: AbsPath | None  # mount point with usrquota/prjquota
+    areas: dict[Name, Area]
+
+
+# --------------------------------------------------------------------------
+# GPUs, docker, schedules
+# --------------------------------------------------------------------------
+
+
+class SimulatedGpu(Strict):
+    name: str
+    memory: Size
+    mig_slices: int = Field(ge=1)  # compute slices of a MIG-capable GPU (7 on A100/H100)
+    mig: list[Annotated[str, Field(pattern=r"^[1-9]g\.\d+gb$")]] | None  # null: MIG off
+
+
+class Gpu(Strict):
+    backend: Literal["auto", "nvml", "simulated"]
+    simulated: list[SimulatedGpu]
+    state_dir: AbsPath
+    queue_reservation: Duration  # a released unit is held for the queue's head this long
+    reconcile_interval: Duration
+    # Users who may open /dev/nvidia* outside containers (besides root).
+    bare_metal_roles: list[Name]
+
+
+class ImagePrune(Strict):
+    unused_for: Duration
+    keep_label: str
+
+
+class Docker(Strict):
+    real_socket: AbsPath
+    user_socket: AbsPath
+    admins_use_real_socket: bool
+    allowed_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z_]+$")]]
+    log_max_size: Size
+    log_max_files: int = Field(ge=1)
+    image_prune: ImagePrune
+
+
+class Schedules(Strict):
+    """Cron schedules of the recurring jobs (all run `ds01 ...` on the server)."""
+
+    users_sync: Cron
+    users_report: Cron
+    admin_guard: Cron
+    scratch_purge: Cron
+    image_prune: Cron
+
+
+class Site(Strict):
+    name: str
+    cpus: int = Field(gt=0)  # the server's capacity: no limit may exceed it
+    memory: Size
+
+
+class Policy(Strict):
+    version: Literal[1]
+    site: Site
+    roles: dict[Name, Role]
+    overrides: dict[str, UserOverride]
+    identity: Identity
+    storage: Storage
+    gpu: Gpu
+    docker: Docker
+    schedules: Schedules
+
+    def limits_for(self, role: str, user: str | None = None) -> Role:
+        """The effective limits of ``user`` in ``role``: the role, then their override."""
+        base = self.roles[role]
+        ov = self.overrides.get(user) if user else None
+        if ov is None:
+            return base
+        update = {}
+        for section in ("gpu", "container", "lifecycle", "user_slice", "login"):
+            patch = getattr(ov, section)
+            if patch is not None:
+                given = patch.model_dump(exclude_unset=True)
+                update[section] = getattr(base, section).model_copy(update=given)
+        return base.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------
+# Loading with line numbers
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.path}: {self.message}"
+
+
+class PolicyError(Exception):
+    """The policy file is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+Loc = tuple[str | int, ...]
+
+
+def _walk(node: yaml.Node, path: Loc, lines: dict[Loc, int], dupes: list[tuple[Loc, int]]):
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            k = key.value
+            if k in seen:
+                dupes.append((path + (k,), key.start_mark.line + 1))
+            seen.add(k)
+            lines[path + (k,)] = key.start_mark.line + 1
+            _walk(value, path + (k,), lines, dupes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, path + (i,), lines, dupes)
+
+
+def _line_of(lines: dict[Loc, int], loc: Loc) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def _pydantic_problems(err: ValidationError, data: Any) -> Iterator[tuple[Loc, str]]:
+    for e in err.errors():
+        # Drop the type tags pydantic adds for unions ('float', 'function-before[...]').
+        loc: list[str | int] = []
+        node = data
+        for part in e["loc"]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                loc.append(part)
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+                loc.append(part)
+            elif e["type"] == "extra_forbidden" and part == e["loc"][-1]:
+                loc.append(part)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"].endswith("_type") or e["type"].endswith("_parsing"):
+            msg = f"{msg[0].lower()}{msg[1:]}, got {e['input']!r}"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and where it is nested)"
+        elif e["type"] == "missing":
+            msg = f"missing required key '{e['loc'][-1]}'"
+            loc.append(e["loc"][-1])
+            yield tuple(loc[:-1]) + (loc[-1],), msg
+            continue
+        yield tuple(loc), msg
+
+
+def _semantic_problems(data: dict) -> Iterator[tuple[Loc, str]]:
+    """Contradictions between sections, checked on the raw data so that they are
+    reported together with type errors elsewhere in the file."""
+
+    def d(x: Any) -> dict:
+        return x if isinstance(x, dict) else {}
+
+    def lst(x: Any) -> list:
+        return x if isinstance(x, list) else []
+
+    roles = set(d(data.get("roles")))
+    ident = d(data.get("identity"))
+
+    def check_role(loc: Loc, value: Any) -> Iterator[tuple[Loc, str]]:
+        if isinstance(value, str) and roles and value not in roles:
+            yield loc, f"role '{value}' is not defined under 'roles' ({', '.join(sorted(roles))})"
+
+    yield from check_role(("identity", "default_role"), ident.get("default_role"))
+    for i, rule in enumerate(lst(ident.get("naming_rules"))):
+        yield from check_role(("identity", "naming_rules", i, "role"), d(rule).get("role"))
+    for grp, role in d(ident.get("directory_groups")).items():
+        yield from check_role(("identity", "directory_groups", grp), role)
+
+    placed: dict[str, Loc] = {}
+    for role, users in d(ident.get("members")).items():
+        yield from check_role(("identity", "members", role), role)
+        for i, user in enumerate(lst(users)):
+            loc = ("identity", "members", role, i)
+            if user in placed:
+                other = placed[user]
+                yield loc, (
+                    f"user '{user}' is listed in two roles: '{other[2]}' and '{role}'; "
+                    "keep one"
+                )
+            else:
+                placed[user] = loc
+    for key in ("archived", "system_users"):
+        for i, user in enumerate(lst(ident.get(key))):
+            if user in placed:
+                yield ("identity", key, i), (
+                    f"user '{user}' is in identity.{key} and in role "
+                    f"'{placed[user][2]}'; a user is one or the other"
+                )
+
+    for name, area in d(d(data.get("storage")).get("areas")).items():
+        area = d(area)
+        for key in ("read", "write"):
+            for i, role in enumerate(lst(area.get(key))):
+                yield from check_role(("storage", "areas", name, key, i), role)
+        for role in d(area.get("quota")):
+            yield from check_role(("storage", "areas", name, "quota", role), role)
+    for i, role in enumerate(lst(d(data.get("gpu")).get("bare_metal_roles"))):
+        yield from check_role(("gpu", "bare_metal_roles", i), role)
+    for user in d(data.get("overrides")):
+        if user in d(ident).get("archived", []):
+            yield ("overrides", user), f"user '{user}' is archived; remove the override"
+
+
+def _valid(model: type[Strict], raw: Any) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None  # reported by the whole-file validation
+
+
+def _limit_problems(data: dict, policy: Policy | None) -> Iterator[tuple[Loc, str]]:
+    """Per-container limits above the per-user aggregate, limits above the server.
+
+    Each role is checked on its own so that a typo in one role does not hide a
+    contradiction in another."""
+    site = _valid(Site, data.get("site"))
+    raw_roles = data.get("roles") if isinstance(data.get("roles"), dict) else {}
+    checks: list[tuple[Loc, Role]] = []
+    for name, raw in raw_roles.items():
+        role = _valid(Role, raw)
+        if role is not None:
+            checks.append((("roles", name), role))
+    if policy is not None:
+        members = {u: r for r, us in policy.identity.members.items() for u in us}
+        for user in policy.overrides:
+            role_name = members.get(user, policy.identity.default_role)
+            if role_name in policy.roles:
+                checks.append((("overrides", user), policy.limits_for(role_name, user)))
+    for loc, role in checks:
+        c, s = role.container, role.user_slice
+        for sec in ("user_slice", "login"):
+            lim: SliceLimits = getattr(role, sec)
+            if site is None:
+                break
+            site_pct = site.cpus * 100
+            if lim.cpu_quota is not None and lim.cpu_quota > site_pct:
+                yield loc + (sec, "cpu_quota"), (
+                    f"{lim.cpu_quota}% is more than the server has "
+                    f"(site.cpus = {site.cpus}, i.e. {site_pct}%)"
+                )
+            if lim.memory_max is not None and lim.memory_max > site.memory:
+                yield loc + (sec, "memory_max"), "is more memory than the server has (site.memory)"
+            if (
+                lim.memory_high is not None
+                and lim.memory_max is not None
+                and lim.memory_high > lim.memory_max
+            ):
+                yield loc + (sec, "memory_high"), "is above memory_max; it must be at or below it"
+        if s.cpu_quota is not None and c.cpus * 100 > s.cpu_quota:
+            yield loc + ("container", "cpus"), (
+                f"{c.cpus:g} CPUs per container is above the per-user aggregate "
+                f"user_slice.cpu_quota {s.cpu_quota}%"
+            )
+        if s.memory_max is not None and c.memory > s.memory_max:
+            yield loc + ("container", "memory"), (
+                "per-container memory is above the per-user aggregate user_slice.memory_max"
+            )
+        if s.tasks_max is not None and c.pids > s.tasks_max:
+            yield loc + ("container", "pids"), (
+                "per-container pids is above the per-user aggregate user_slice.tasks_max"
+            )
+        g = role.gpu
+        if g.quota is not None and g.max_units_per_container > 0 and g.quota <= 0:
+            yield loc + ("gpu", "quota"), "is 0 but max_units_per_container allows GPUs"
+
+
+def parse_policy(text: str, filename: str = "<policy>") -> Policy:
+    """Validate policy text; raise :class:`PolicyError` listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise PolicyError([Problem(filename, line, "(yaml)", str(e).replace("\n", " "))]) from None
+    if not isinstance(data, dict):
+        raise PolicyError([Problem(filename, 1, "(top)", "the policy must be a YAML mapping")])
+    lines: dict[Loc, int] = {}
+    dupes: list[tuple[Loc, int]] = []
+    _walk(root, (), lines, dupes)
+
+    found: list[tuple[Loc, str]] = [(loc, "duplicate key (the later one would win)") for loc, _ in dupes]
+    policy: Policy | None = None
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as err:
+        found.extend(_pydantic_problems(err, data))
+    found.extend(_semantic_problems(data))
+    found.extend(_limit_problems(data, policy))
+    if found:
+        problems = [Problem(filename, _line_of(lines, loc), _dotted(loc), msg) for loc, msg in found]
+        dupe_lines = {_dotted(loc): line for loc, line in dupes}
+        problems = [
+            Problem(p.file, dupe_lines.get(p.path, p.line), p.path, p.message)
+            if p.message.startswith("duplicate key")
+            else p
+            for p in problems
+        ]
+        problems.sort(key=lambda p: (p.line, p.path))
+        raise PolicyError(problems)
+    assert policy is not None
+    return policy
+
+
+def load_policy(path: str | Path = DEFAULT_POLICY_PATH) -> Policy:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise PolicyError([Problem(str(p), 0, "(file)", f"cannot read: {e.strerror}")]) from None
+    return parse_policy(text, str(path))
