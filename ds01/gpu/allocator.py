@@ -1,0 +1,910 @@
+"""The GPU allocator: which container targets, holds and waits for which unit.
+
+States of a container's GPU units, as the admin defined them:
+
+* ``assigned``: targets chosen at ``docker create``; nothing is reserved.
+* ``allocated``: reserved for the container's exclusive use while it runs.
+* *blocked*: not a state but the outcome of a start whose target someone
+  else holds: :class:`GpuBlocked` says who, since when, and what to do.
+* ``held``: stopped, but still holding its units for the role's
+  ``gpu_hold_after_stop`` grace (a quick restart gets them back).
+* ``released``: stopped; the units are back in the pool (or reserved for the
+  head of the queue). A later start tries to allocate the same targets again.
+
+Every decision is one ``BEGIN IMMEDIATE`` transaction on a SQLite database in
+WAL mode, so concurrent callers (processes) are serialised by SQLite itself
+and a caller killed mid-decision leaves nothing half-done. A unit's holder is
+a single column, so no unit can ever be held by two containers. Quotas, in
+GPU-equivalents, are checked inside the same transaction that reserves.
+
+The queue: a user waits for a unit of a kind (any, ``gpu`` for a whole GPU, or
+a MIG profile). When such a unit is free it is *reserved* for the head of the
+queue (highest role priority, then earliest arrival) for
+``gpu.queue_reservation``; others are blocked from it meanwhile. An expired
+reservation passes to the next in line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ds01.config import Policy
+from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
+
+EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
+SCHEMA_VERSION = 1
+DB_NAME = "gpu/allocator.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (
+    uuid TEXT PRIMARY KEY,
+    gpu_index INTEGER NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,  -- order in the layout (placement order)
+    profile TEXT,                        -- NULL: a whole GPU
+    weight REAL NOT NULL CHECK (weight > 0 AND weight <= 1),
+    present INTEGER NOT NULL DEFAULT 1,  -- 0: gone from the layout (re-partitioned)
+    drained INTEGER NOT NULL DEFAULT 0,  -- 1: an admin took it out of the pool
+    drained_by TEXT,
+    holder TEXT REFERENCES containers(name),  -- the one container holding it
+    held_since REAL,
+    reserved_for INTEGER REFERENCES queue(id),  -- the queue entry it waits for
+    reserved_until REAL
+);
+CREATE TABLE IF NOT EXISTS containers (
+    name TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('assigned', 'allocated', 'held', 'released')),
+    kind TEXT,
+    count INTEGER NOT NULL,
+    assigned_at REAL NOT NULL,
+    allocated_at REAL,
+    stopped_at REAL,
+    release_at REAL
+);
+CREATE TABLE IF NOT EXISTS targets (
+    container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+    uuid TEXT NOT NULL REFERENCES units(uuid),
+    PRIMARY KEY (container, uuid)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    kind TEXT,                           -- NULL: any unit the role may use
+    enqueued_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('waiting', 'reserved', 'done', 'expired', 'cancelled')),
+    unit TEXT,
+    reserved_until REAL,
+    ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    what TEXT NOT NULL,
+    container TEXT,
+    user TEXT,
+    unit TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
+CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
+CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
+"""
+
+
+# --------------------------------------------------------------------------
+# Errors and results (the contract with the docker access layer)
+# --------------------------------------------------------------------------
+
+
+class GpuError(Exception):
+    """Every allocator refusal; ``message`` is written for the user."""
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+class GpuDenied(GpuError):
+    """The request is not allowed (quota, role, kind) or nothing fits now."""
+
+
+class GpuBlocked(GpuError):
+    """The container's target unit is held or reserved by someone else."""
+
+
+class GpuUnknown(GpuError):
+    """The allocator has no record of the container or unit named."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    container: str
+    user: str
+    role: str
+    state: str  # assigned | allocated | held | released
+    units: list[Unit]
+    kind: str | None = None
+    assigned_at: float | None = None
+    allocated_at: float | None = None
+    release_at: float | None = None  # when a held container's units go back
+
+    @property
+    def weight(self) -> float:
+        return sum(u.weight for u in self.units)
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    id: int
+    user: str
+    role: str
+    priority: int
+    kind: str | None
+    enqueued_at: float
+    state: str  # waiting | reserved
+    position: int  # 1 is the head of its kind's line
+    unit: str | None = None
+    reserved_until: float | None = None
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    unit: Unit
+    state: str  # free | assigned | allocated | held | reserved | drained | missing
+    holder: str | None = None  # container
+    user: str | None = None
+    since: float | None = None
+    release_at: float | None = None
+    reserved_for: str | None = None
+    reserved_until: float | None = None
+    targeted_by: list[str] = field(default_factory=list)
+
+
+def when(t: float | None) -> str:
+    """A timestamp as users read it: ``2026-11-29 20:41 UTC``."""
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe(unit: Unit) -> str:
+    """``GPU 2 slice 1g.5gb (MIG-...)`` or ``GPU 0 (GPU-...)``."""
+    what = f"GPU {unit.gpu_index}" + (f" slice {unit.profile}" if unit.profile else "")
+    return f"{what} ({unit.uuid})"
+
+
+def _eq(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x else "0"
+
+
+# --------------------------------------------------------------------------
+# The allocator
+# --------------------------------------------------------------------------
+
+
+class Allocator:
+    """
+    + policy: the validated policy (roles' GPU limits, queue reservation time)
+    + db_path: the SQLite file; default ``<gpu.state_dir>/gpu/allocator.sqlite3``
+    + backend: where the layout is read from when the database has no units yet
+      (default: the policy's ``gpu.backend``)
+    + clock: seconds since the epoch (tests pass a fake one)
+    + readonly: open for reading only (``ds01 gpu status`` as an ordinary user)
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        db_path: str | None = None,
+        *,
+        backend=None,
+        clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+    ):
+        self.policy = policy
+        self.path = db_path or os.path.join(policy.gpu.state_dir, DB_NAME)
+        self.clock = clock
+        self.readonly = readonly
+        if readonly:
+            self.db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
+            )
+            return
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self._tx():
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            empty = self.db.execute("SELECT count(*) FROM units").fetchone()[0] == 0
+        if empty:
+            from ds01.gpu.backend import backend_for
+
+            self.sync_layout((backend or backend_for(policy)).read())
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions ------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One decision: BEGIN IMMEDIATE ... COMMIT. A refusal (GpuError) still
+        commits the housekeeping done before it (expiries); any other error
+        rolls everything back."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except GpuError:
+            self.db.execute("COMMIT")
+            raise
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for reading (no lock on writers)."""
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("COMMIT")
+
+    def _event(self, what: str, container=None, user=None, unit=None, detail=None) -> None:
+        self.db.execute(
+            "INSERT INTO events(at, what, container, user, unit, detail) VALUES (?,?,?,?,?,?)",
+            (self.clock(), what, container, user, unit, detail),
+        )
+
+    # -- policy helpers ------------------------------------------------------
+
+    def _limits(self, role: str, user: str):
+        if role not in self.policy.roles:
+            raise GpuDenied(
+                f"role '{role}' is not defined in the policy ({', '.join(self.policy.roles)})"
+            )
+        return self.policy.limits_for(role, user)
+
+    def _check_kind(self, kind: str | None, role: str, user: str) -> None:
+        gpu = self._limits(role, user).gpu
+        if kind is not None and kind != FULL_GPU and not PROFILE_RE.fullmatch(kind):
+            raise GpuDenied(
+                f"'{kind}' is not a GPU kind: ask for 'gpu' (a whole GPU), a MIG profile "
+                "such as '1g.10gb', or leave it out for any unit"
+            )
+        if kind == FULL_GPU and not gpu.allow_full_gpu:
+            raise GpuDenied(
+                f"the {role} role may not use a whole GPU; leave the kind out or ask for a "
+                "MIG profile (ds01 gpu status lists them)"
+            )
+        if gpu.max_units_per_container < 1:
+            raise GpuDenied(f"the {role} role has no GPU access")
+
+    def _allowed(self, unit: Unit, kind: str | None, role: str, user: str) -> bool:
+        if unit.profile is None and not self._limits(role, user).gpu.allow_full_gpu:
+            return False
+        return kind is None or unit.kind == kind
+
+    def _held_weight(self, user: str, exclude: str | None = None) -> float:
+        row = self.db.execute(
+            "SELECT coalesce(sum(u.weight), 0) FROM units u JOIN containers c ON u.holder = c.name "
+            "WHERE c.user = ? AND c.name IS NOT ?",
+            (user, exclude),
+        ).fetchone()
+        return float(row[0])
+
+    # -- reading units -------------------------------------------------------
+
+    @staticmethod
+    def _unit(row) -> Unit:
+        return Unit(row["uuid"], row["gpu_index"], row["profile"], row["weight"])
+
+    def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
+        cur = self.db.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]  # type: ignore[misc]
+
+    def _container(self, name: str) -> dict | None:
+        rows = self._rows("SELECT * FROM containers WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def _targets(self, name: str) -> list[dict]:
+        return self._rows(
+            "SELECT u.* FROM targets t JOIN units u ON u.uuid = t.uuid WHERE t.container = ? "
+            "ORDER BY u.gpu_index, u.position",
+            (name,),
+        )
+
+    def _assignment(self, name: str) -> Assignment:
+        c = self._container(name)
+        if c is None:
+            raise GpuUnknown(f"container '{name}' has no GPU assignment")
+        return Assignment(
+            container=c["name"],
+            user=c["user"],
+            role=c["role"],
+            state=c["state"],
+            units=[self._unit(u) for u in self._targets(name)],
+            kind=c["kind"],
+            assigned_at=c["assigned_at"],
+            allocated_at=c["allocated_at"],
+            release_at=c["release_at"],
+        )
+
+    # -- housekeeping inside every decision ----------------------------------
+
+    def _free(self, container: str) -> None:
+        """Give back every unit ``container`` holds, and offer each to the queue."""
+        freed = [r["uuid"] for r in self._rows("SELECT uuid FROM units WHERE holder = ?", (container,))]
+        self.db.execute("UPDATE units SET holder = NULL, held_since = NULL WHERE holder = ?", (container,))
+        for uuid in freed:
+            self._event("released", container=container, unit=uuid)
+
+    def _expire(self, now: float) -> None:
+        for c in self._rows(
+            "SELECT name FROM containers WHERE state = 'held' AND release_at <= ?", (now,)
+        ):
+            self._free(c["name"])
+            self.db.execute(
+                "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
+                (c["name"],),
+            )
+        for q in self._rows(
+            "SELECT id, user, unit FROM queue WHERE state = 'reserved' AND reserved_until <= ?",
+            (now,),
+        ):
+            self.db.execute(
+                "UPDATE queue SET state = 'expired', ended_at = ? WHERE id = ?", (now, q["id"])
+            )
+            self.db.execute(
+                "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE reserved_for = ?",
+                (q["id"],),
+            )
+            self._event("reservation expired", user=q["user"], unit=q["unit"])
+        self._dispatch(now)
+
+    def _dispatch(self, now: float) -> None:
+        """Reserve every free, unreserved unit for the first waiting entry it suits."""
+        waiting = self._rows(
+            "SELECT * FROM queue WHERE state = 'waiting' ORDER BY priority DESC, enqueued_at, id"
+        )
+        if not waiting:
+            return
+        free = self._rows(
+            "SELECT * FROM units WHERE holder IS NULL AND reserved_for IS NULL AND present = 1 "
+            "AND drained = 0 ORDER BY gpu_index, position"
+        )
+        until = now + self.policy.gpu.queue_reservation
+        for row in free:
+            unit = self._unit(row)
+            for q in waiting:
+                if q["state"] != "waiting" or not self._allowed(unit, q["kind"], q["role"], q["user"]):
+                    continue
+                quota = self._limits(q["role"], q["user"]).gpu.quota
+                if quota is not None and self._held_weight(q["user"]) + unit.weight > quota + EPSILON:
+                    continue
+                self.db.execute(
+                    "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
+                    (q["id"], until, unit.uuid),
+                )
+                self.db.execute(
+                    "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = ?",
+                    (unit.uuid, until, q["id"]),
+                )
+                q["state"] = "reserved"
+                self._event("reserved", user=q["user"], unit=unit.uuid, detail=f"until {when(until)}")
+                break
+
+    # -- the decisions -------------------------------------------------------
+
+    def assign(
+        self, container: str, user: str, role: str, count: int = 1, kind: str | None = None
+    ) -> Assignment:
+        """Choose ``count`` target units for a new container (nothing is reserved).
+
+        Placement: a unit reserved for the user by the queue first, then MIG
+        slices before whole GPUs (whole GPUs stay free for those who need
+        them), smallest first, then the one fewest other containers target.
+        Raises :class:`GpuDenied` when the request is not allowed, would take
+        the user over quota, or nothing free fits."""
+        if not container or not user:
+            raise GpuDenied("a container name and a user are required")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise GpuDenied(f"the number of GPU units must be a whole number of 1 or more, not {count!r}")
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            self._check_kind(kind, role, user)
+            limits = self._limits(role, user).gpu
+            if count > limits.max_units_per_container:
+                raise GpuDenied(
+                    f"the {role} role may use at most {limits.max_units_per_container} GPU "
+                    f"unit(s) per container; {count} were asked for"
+                )
+            existing = self._container(container)
+            if existing is not None:
+                if (existing["user"], existing["kind"], existing["count"]) == (user, kind, count):
+                    return self._assignment(container)  # a retried create
+                raise GpuDenied(f"container '{container}' already has a GPU assignment")
+            rows = self._rows(
+                "SELECT u.*, q.user AS reserved_user, "
+                "(SELECT count(*) FROM targets t WHERE t.uuid = u.uuid) AS targeted "
+                "FROM units u LEFT JOIN queue q ON q.id = u.reserved_for "
+                "WHERE u.present = 1 AND u.drained = 0 AND u.holder IS NULL "
+                "AND (u.reserved_for IS NULL OR q.user = ?)",
+                (user,),
+            )
+            candidates = [r for r in rows if self._allowed(self._unit(r), kind, role, user)]
+            candidates.sort(
+                key=lambda r: (
+                    r["reserved_user"] != user,
+                    r["profile"] is None,
+                    r["weight"],
+                    r["targeted"],
+                    r["gpu_index"],
+                    r["position"],
+                )
+            )
+            held = self._held_weight(user)
+            budget = math.inf if limits.quota is None else limits.quota - held
+            chosen: list[dict] = []
+            for r in candidates:
+                if len(chosen) == count:
+                    break
+                if sum(c["weight"] for c in chosen) + r["weight"] <= budget + EPSILON:
+                    chosen.append(r)
+            if len(chosen) < count:
+                wanted = "a whole GPU" if kind == FULL_GPU else (kind or "a GPU unit")
+                if candidates and limits.quota is not None:
+                    raise GpuDenied(
+                        f"{user} ({role}) holds {_eq(held)} of a {_eq(limits.quota)} GPU-equivalent "
+                        f"quota; no free {wanted} fits in the {_eq(max(budget, 0))} left. Stop a "
+                        "container that holds a GPU, or ask for a smaller MIG profile"
+                    )
+                raise GpuDenied(
+                    f"no {wanted} is free right now ({count} needed). See `ds01 gpu status`, "
+                    f"or wait for one: `ds01 gpu queue join"
+                    + (f" --kind {kind}" if kind else "")
+                    + "`"
+                )
+            self.db.execute(
+                "INSERT INTO containers(name, user, role, state, kind, count, assigned_at) "
+                "VALUES (?, ?, ?, 'assigned', ?, ?, ?)",
+                (container, user, role, kind, count, now),
+            )
+            for r in chosen:
+                self.db.execute(
+                    "INSERT INTO targets(container, uuid) VALUES (?, ?)", (container, r["uuid"])
+                )
+                self._event("assigned", container, user, r["uuid"])
+            return self._assignment(container)
+
+    def allocate(self, container: str) -> Assignment:
+        """Reserve the container's targets for its exclusive use (at start).
+
+        Raises :class:`GpuBlocked` when a target is held, reserved for the
+        queue, drained or gone; :class:`GpuDenied` when holding it would take
+        the user over quota."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            c = self._container(container)
+            if c is None:
+                raise GpuUnknown(
+                    f"container '{container}' has no GPU assignment; it was created without "
+                    "the ds01 allocator. Recreate it."
+                )
+            if c["state"] == "allocated":
+                return self._assignment(container)
+            if c["state"] == "held":  # a restart within the grace period
+                self.db.execute(
+                    "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = NULL, "
+                    "release_at = NULL WHERE name = ?",
+                    (now, container),
+                )
+                self._event("allocated", container, c["user"], detail="restarted within hold")
+                return self._assignment(container)
+            targets = self._targets(container)
+            recreate = (
+                "Remove and recreate the container to be assigned a free unit "
+                "(`ds01 gpu status` shows what is free)"
+            )
+            for t in targets:
+                unit = self._unit(t)
+                if not t["present"]:
+                    raise GpuBlocked(
+                        f"{describe(unit)} no longer exists (the GPU was re-partitioned). {recreate}."
+                    )
+                if t["drained"]:
+                    raise GpuBlocked(
+                        f"{describe(unit)} was taken out of service by {t['drained_by'] or 'an admin'}. "
+                        f"{recreate}."
+                    )
+                if t["holder"] is not None and t["holder"] != container:
+                    h = self._container(t["holder"])
+                    who = h["user"] if h else "?"
+                    raise GpuBlocked(
+                        f"{describe(unit)} is in use by {who} (container '{t['holder']}') since "
+                        f"{when(t['held_since'])}. {recreate}, or wait for this kind of unit: "
+                        f"`ds01 gpu queue join --kind {unit.kind}`."
+                    )
+                if t["reserved_for"] is not None:
+                    q = self._rows("SELECT user FROM queue WHERE id = ?", (t["reserved_for"],))[0]
+                    if q["user"] != c["user"]:
+                        raise GpuBlocked(
+                            f"{describe(unit)} is reserved for {q['user']}, who is first in the "
+                            f"GPU queue, until {when(t['reserved_until'])}. {recreate}, or try "
+                            "again after that time."
+                        )
+            quota = self._limits(c["role"], c["user"]).gpu.quota
+            need = sum(t["weight"] for t in targets)
+            held = self._held_weight(c["user"], exclude=container)
+            if quota is not None and held + need > quota + EPSILON:
+                raise GpuDenied(
+                    f"starting '{container}' would make {c['user']} hold {_eq(held + need)} "
+                    f"GPU-equivalents; the {c['role']} quota is {_eq(quota)}. Stop another "
+                    "container that holds a GPU first (`ds01 gpu status`)."
+                )
+            for t in targets:
+                self.db.execute(
+                    "UPDATE units SET holder = ?, held_since = ? WHERE uuid = ?",
+                    (container, now, t["uuid"]),
+                )
+                if t["reserved_for"] is not None:  # the user's own reservation: used
+                    self.db.execute(
+                        "UPDATE queue SET state = 'done', ended_at = ? WHERE id = ?",
+                        (now, t["reserved_for"]),
+                    )
+                    self.db.execute(
+                        "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE uuid = ?",
+                        (t["uuid"],),
+                    )
+                self._event("allocated", container, c["user"], t["uuid"])
+            self.db.execute(
+                "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = NULL, "
+                "release_at = NULL WHERE name = ?",
+                (now, container),
+            )
+            return self._assignment(container)
+
+    def release(self, container: str, stopped_at: float | None = None) -> None:
+        """The container stopped at ``stopped_at`` (default now): its units go
+        back after the role's ``gpu_hold_after_stop``, counted from then.
+        Unknown containers and repeated calls are no-ops."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            c = self._container(container)
+            if c is None or c["state"] != "allocated":
+                return
+            stopped = now if stopped_at is None else min(stopped_at, now)
+            hold = self._limits(c["role"], c["user"]).lifecycle.gpu_hold_after_stop
+            if stopped + hold > now:
+                self.db.execute(
+                    "UPDATE containers SET state = 'held', stopped_at = ?, release_at = ? "
+                    "WHERE name = ?",
+                    (stopped, stopped + hold, container),
+                )
+                self._event("held", container, c["user"], detail=f"until {when(stopped + hold)}")
+            else:
+                self._free(container)
+                self.db.execute(
+                    "UPDATE containers SET state = 'released', stopped_at = ?, release_at = NULL "
+                    "WHERE name = ?",
+                    (stopped, container),
+                )
+            self._dispatch(now)
+
+    def forget(self, container: str) -> None:
+        """The container was removed: free its units and drop its record."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            if self._container(container) is None:
+                return
+            self._free(container)
+            self.db.execute("DELETE FROM targets WHERE container = ?", (container,))
+            self.db.execute("DELETE FROM containers WHERE name = ?", (container,))
+            self._event("forgotten", container)
+            self._dispatch(now)
+
+    def expire(self) -> None:
+        """Release units whose hold ran out and pass on expired reservations."""
+        with self._tx():
+            self._expire(self.clock())
+
+    # -- queue ---------------------------------------------------------------
+
+    def enqueue(self, user: str, role: str, kind: str | None = None) -> QueueEntry:
+        """Wait for a unit of ``kind``; one free now is reserved at once."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            self._check_kind(kind, role, user)
+            if self.db.execute(
+                "SELECT 1 FROM queue WHERE user = ? AND kind IS ? AND state IN ('waiting', 'reserved')",
+                (user, kind),
+            ).fetchone():
+                raise GpuDenied(f"{user} is already in the queue for {kind or 'any unit'}")
+            if not any(self._allowed(self._unit(r), kind, role, user) for r in self._rows(
+                "SELECT * FROM units WHERE present = 1"
+            )):
+                raise GpuDenied(f"this server has no {kind or 'GPU unit'} the {role} role may use")
+            cur = self.db.execute(
+                "INSERT INTO queue(user, role, priority, kind, enqueued_at, state) "
+                "VALUES (?, ?, ?, ?, ?, 'waiting')",
+                (user, role, self.policy.roles[role].priority, kind, now),
+            )
+            entry_id = cur.lastrowid
+            self._event("queued", user=user, detail=kind or "any")
+            self._dispatch(now)
+            return next(e for e in self._queue() if e.id == entry_id)
+
+    def leave(self, user: str, kind: str | None = None, *, any_kind: bool = False) -> int:
+        """Leave the queue (for ``kind``, or every entry); a reservation held is
+        passed to the next in line. Returns how many entries were cancelled."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            rows = self._rows(
+                "SELECT id FROM queue WHERE user = ? AND state IN ('waiting', 'reserved')"
+                + ("" if any_kind else " AND kind IS ?"),
+                (user,) if any_kind else (user, kind),
+            )
+            for r in rows:
+                self.db.execute(
+                    "UPDATE queue SET state = 'cancelled', ended_at = ? WHERE id = ?", (now, r["id"])
+                )
+                self.db.execute(
+                    "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE reserved_for = ?",
+                    (r["id"],),
+                )
+            self._dispatch(now)
+            return len(rows)
+
+    def _queue(self) -> list[QueueEntry]:
+        out = []
+        position: dict[str | None, int] = {}
+        for q in self._rows(
+            "SELECT * FROM queue WHERE state IN ('waiting', 'reserved') "
+            "ORDER BY priority DESC, enqueued_at, id"
+        ):
+            position[q["kind"]] = position.get(q["kind"], 0) + 1
+            out.append(
+                QueueEntry(
+                    q["id"], q["user"], q["role"], q["priority"], q["kind"], q["enqueued_at"],
+                    q["state"], position[q["kind"]], q["unit"], q["reserved_until"],
+                )
+            )  # fmt: skip
+        return out
+
+    def queue(self) -> list[QueueEntry]:
+        with self._read():
+            return self._queue()
+
+    # -- admin ---------------------------------------------------------------
+
+    def admin_release(self, uuid: str, by: str) -> str | None:
+        """Take a unit back from its holder now (the container keeps running
+        without its reservation). Returns the container that held it."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            row = self._unit_row(uuid)
+            holder = row["holder"]
+            if holder is not None:
+                self._free(holder)
+                self.db.execute(
+                    "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
+                    (holder,),
+                )
+                self._event("admin release", holder, unit=uuid, detail=f"by {by}")
+            self._dispatch(now)
+            return holder
+
+    def drain(self, uuid: str, by: str, drained: bool = True) -> None:
+        """Take a unit out of the pool (or put it back). Its current holder keeps
+        it until release; nobody is assigned or allocated it meanwhile."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            self._unit_row(uuid)
+            self.db.execute(
+                "UPDATE units SET drained = ?, drained_by = ?, reserved_for = NULL, "
+                "reserved_until = NULL WHERE uuid = ?",
+                (int(drained), by if drained else None, uuid),
+            )
+            self.db.execute(
+                "UPDATE queue SET state = 'waiting', unit = NULL, reserved_until = NULL "
+                "WHERE state = 'reserved' AND unit = ?",
+                (uuid,),
+            )
+            self._event("drained" if drained else "undrained", unit=uuid, detail=f"by {by}")
+            self._dispatch(now)
+
+    def _unit_row(self, uuid: str) -> dict:
+        rows = self._rows("SELECT * FROM units WHERE uuid = ?", (uuid,))
+        if not rows:
+            raise GpuUnknown(f"no GPU unit {uuid}; `ds01 gpu status` lists them")
+        return rows[0]
+
+    # -- layout --------------------------------------------------------------
+
+    def sync_layout(self, layout: Layout) -> tuple[list[str], list[str]]:
+        """Make the unit table match ``layout``. Units that vanished are marked
+        missing (their holders keep them until release, their targets are
+        blocked at the next start); units that appear join the pool. Returns
+        (added, missing) uuids. An empty layout with an error changes nothing:
+        a failed NVML read must not take every GPU away."""
+        if layout.error and not layout.gpus:
+            return [], []
+        units = {u.uuid: u for u in layout.units()}
+        position = {uuid: i for i, uuid in enumerate(units)}
+        with self._tx():
+            known = {r["uuid"]: r for r in self._rows("SELECT uuid, present FROM units")}
+            added, missing = [], []
+            for u in units.values():
+                if u.uuid not in known:
+                    added.append(u.uuid)
+                    self.db.execute(
+                        "INSERT INTO units(uuid, gpu_index, position, profile, weight) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (u.uuid, u.gpu_index, position[u.uuid], u.profile, u.weight),
+                    )
+                else:
+                    if not known[u.uuid]["present"]:
+                        added.append(u.uuid)
+                    self.db.execute(
+                        "UPDATE units SET present = 1, gpu_index = ?, position = ?, profile = ?, "
+                        "weight = ? WHERE uuid = ?",
+                        (u.gpu_index, position[u.uuid], u.profile, u.weight, u.uuid),
+                    )
+            for uuid, r in known.items():
+                if uuid not in units and r["present"]:
+                    missing.append(uuid)
+                    self.db.execute(
+                        "UPDATE units SET present = 0, reserved_for = NULL, reserved_until = NULL "
+                        "WHERE uuid = ?",
+                        (uuid,),
+                    )
+                    self.db.execute(
+                        "UPDATE queue SET state = 'waiting', unit = NULL, reserved_until = NULL "
+                        "WHERE state = 'reserved' AND unit = ?",
+                        (uuid,),
+                    )
+            # Units gone and no longer referenced by anyone are dropped for good.
+            self.db.execute(
+                "DELETE FROM units WHERE present = 0 AND holder IS NULL "
+                "AND uuid NOT IN (SELECT uuid FROM targets)"
+            )
+            for uuid in added:
+                self._event("unit added", unit=uuid)
+            for uuid in missing:
+                self._event("unit missing", unit=uuid)
+            self._dispatch(self.clock())
+            return added, missing
+
+    # -- reading -------------------------------------------------------------
+
+    def assignment(self, container: str) -> Assignment | None:
+        with self._read():
+            try:
+                return self._assignment(container)
+            except GpuUnknown:
+                return None
+
+    def assignments(self) -> list[Assignment]:
+        with self._read():
+            names = [r["name"] for r in self._rows("SELECT name FROM containers ORDER BY name")]
+            return [self._assignment(n) for n in names]
+
+    def status(self) -> list[UnitStatus]:
+        """Every unit with its state, as of now (a read; changes nothing)."""
+        now = self.clock()
+        with self._read():
+            rows = self._rows(
+                "SELECT u.*, c.user AS holder_user, c.state AS holder_state, "
+                "c.release_at AS holder_release_at, q.user AS reserved_user "
+                "FROM units u LEFT JOIN containers c ON c.name = u.holder "
+                "LEFT JOIN queue q ON q.id = u.reserved_for ORDER BY u.gpu_index, u.position"
+            )
+            targeted: dict[str, list[str]] = {}
+            for t in self._rows("SELECT container, uuid FROM targets ORDER BY container"):
+                targeted.setdefault(t["uuid"], []).append(t["container"])
+        out = []
+        for r in rows:
+            reserved = r["reserved_user"] if (r["reserved_until"] or 0) > now else None
+            if not r["present"]:
+                state = "missing"
+            elif r["holder"] is not None:
+                state = r["holder_state"]
+            elif r["drained"]:
+                state = "drained"
+            elif reserved:
+                state = "reserved"
+            elif targeted.get(r["uuid"]):
+                state = "assigned"
+            else:
+                state = "free"
+            out.append(
+                UnitStatus(
+                    unit=self._unit(r),
+                    state=state,
+                    holder=r["holder"],
+                    user=r["holder_user"],
+                    since=r["held_since"],
+                    release_at=r["holder_release_at"] if r["holder_state"] == "held" else None,
+                    reserved_for=reserved,
+                    reserved_until=r["reserved_until"] if reserved else None,
+                    targeted_by=targeted.get(r["uuid"], []),
+                )
+            )
+        return out
+
+    def notices(self, user: str) -> list[str]:
+        """What ``user`` should be told at login: reservations and queue places."""
+        out = []
+        for e in self.queue():
+            if e.user != user:
+                continue
+            if e.state == "reserved":
+                out.append(
+                    f"A {e.kind or 'GPU unit'} ({e.unit}) is reserved for you until "
+                    f"{when(e.reserved_until)}: create and start a container with it before then."
+                )
+            else:
+                out.append(f"You are number {e.position} in the GPU queue for {e.kind or 'any unit'}.")
+        return out
+
+    def check_invariants(self) -> list[str]:
+        """Every broken invariant, as text (empty when the state is consistent)."""
+        problems = []
+        with self._read():
+            for r in self._rows(
+                "SELECT u.uuid, u.holder, c.state FROM units u LEFT JOIN containers c "
+                "ON c.name = u.holder WHERE u.holder IS NOT NULL"
+            ):
+                if r["state"] not in ("allocated", "held"):
+                    problems.append(f"{r['uuid']} held by {r['holder']} in state {r['state']}")
+                if not self.db.execute(
+                    "SELECT 1 FROM targets WHERE container = ? AND uuid = ?", (r["holder"], r["uuid"])
+                ).fetchone():
+                    problems.append(f"{r['uuid']} held by {r['holder']}, which does not target it")
+            for c in self._rows("SELECT * FROM containers WHERE state IN ('allocated', 'held')"):
+                for t in self._targets(c["name"]):
+                    if t["holder"] != c["name"]:
+                        problems.append(f"{c['name']} is {c['state']} but does not hold {t['uuid']}")
+            for c in self._rows("SELECT * FROM containers WHERE state IN ('assigned', 'released')"):
+                if self.db.execute("SELECT 1 FROM units WHERE holder = ?", (c["name"],)).fetchone():
+                    problems.append(f"{c['name']} is {c['state']} but holds a unit")
+            for u in self._rows("SELECT DISTINCT user, role FROM containers"):
+                quota = self._limits(u["role"], u["user"]).gpu.quota
+                held = self._held_weight(u["user"])
+                if quota is not None and held > quota + EPSILON:
+                    problems.append(f"{u['user']} holds {held:.3f} GPU-eq over a quota of {quota}")
+            for q in self._rows("SELECT * FROM queue WHERE state = 'reserved'"):
+                if not self.db.execute(
+                    "SELECT 1 FROM units WHERE uuid = ? AND reserved_for = ?", (q["unit"], q["id"])
+                ).fetchone():
+                    problems.append(f"queue entry {q['id']} is reserved but its unit is not")
+            for u in self._rows("SELECT * FROM units WHERE reserved_for IS NOT NULL"):
+                if u["holder"] is not None:
+                    problems.append(f"{u['uuid']} is both held and reserved")
+        return problems
