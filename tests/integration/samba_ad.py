@@ -1,0 +1,362 @@
+"""A real Samba AD DC on loopback, provisioned in a temp dir with the test directory.
+
+    python3 tests/integration/samba_ad.py up --dir DIR [--port PORT] [--users N]
+    python3 tests/integration/samba_ad.py stop --dir DIR     # keep the data (directory "down")
+    python3 tests/integration/samba_ad.py start --dir DIR
+    python3 tests/integration/samba_ad.py add-user --dir DIR NAME [--group CN]
+    python3 tests/integration/samba_ad.py down --dir DIR     # stop and delete DIR
+
+Samba listens on 127.0.0.1:389 (LDAP, StartTLS) and :636 (LDAPS) with a
+certificate made here for localhost, 127.0.0.1, 10.0.2.100 (the address the
+test VM reaches it at through a guestfwd rule) and dc1.example.lan; DIR/ca.pem
+is its CA. Samba's LDAP port is fixed, so one DC runs on a machine at a time;
+--port PORT (other than 389) adds a relay from 127.0.0.1:PORT to it.
+
+The test directory (invented people):
+  OU=People      students 123456, 234567; researchers j.doe, a.smith, 204214
+                 (numeric, explicit researcher in the policy); faculty w.prof
+                 (explicit) and l.prof (in Faculty-Staff, nested in DS01-Faculty);
+                 admin h.admin (DS01-Admins); disabled x.gone; N generated
+                 users (numeric students, and dotted ones in Bulk-Researchers,
+                 nested in DS01-Researchers)
+  OU=Groups      DS01-Faculty, DS01-Researchers, DS01-Admins, Faculty-Staff,
+                 Bulk-Researchers
+  OU=Service Accounts  ds01-reader (bind DN for the tests, password in DIR/bind.secret)
+Every user has uidNumber/gidNumber (RFC2307); Domain Users has gidNumber 200000.
+
+Provisioning writes the objects straight into sam.ldb with Samba's own Python
+bindings (the system python3), which is ~100x faster than LDAP adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REALM = "EXAMPLE.LAN"
+DOMAIN = "EXAMPLE"
+BASE = "DC=example,DC=lan"
+ADMIN_PASSWORD = "Adm1n-Passw0rd!"  # test-only DC on loopback
+READER_PASSWORD = "Read3r-Passw0rd!"
+READER_DN = f"CN=ds01-reader,OU=Service Accounts,{BASE}"
+SYSTEM_PYTHON = "/usr/bin/python3"  # Samba's bindings live in the distribution's python
+LDAP_PORT = 389
+GID_DOMAIN_USERS = 200000
+UID_BASE = 200000
+
+# account -> (groups, disabled)
+PEOPLE: dict[str, tuple[list[str], bool]] = {
+    "123456": ([], False),
+    "234567": ([], False),
+    "j.doe": ([], False),
+    "a.smith": (["DS01-Researchers"], False),
+    "204214": ([], False),
+    "w.prof": ([], False),
+    "l.prof": (["Faculty-Staff"], False),
+    "h.admin": (["DS01-Admins"], False),
+    "x.gone": ([], True),
+}
+# group -> groups it is a member of (nesting)
+GROUPS: dict[str, list[str]] = {
+    "DS01-Faculty": [],
+    "DS01-Researchers": [],
+    "DS01-Admins": [],
+    "Faculty-Staff": ["DS01-Faculty"],
+    "Bulk-Researchers": ["DS01-Researchers"],
+}
+
+
+def generated(n: int) -> dict[str, tuple[list[str], bool]]:
+    """``n`` generated users: every tenth is a dotted researcher, the rest six-digit students."""
+    out: dict[str, tuple[list[str], bool]] = {}
+    for i in range(n):
+        if i % 10 == 9:
+            letters = "".join(chr(ord("a") + (i // 26**k) % 26) for k in range(3))
+            out[f"g.{letters}"] = (["Bulk-Researchers"], False)
+        else:
+            out[f"{700000 + i}"] = ([], False)
+    return out
+
+
+def expected_accounts(n: int) -> dict[str, tuple[list[str], bool]]:
+    return {**PEOPLE, **generated(n)}
+
+
+# --------------------------------------------------------------------------
+# Provisioning (runs under the system python3, which has Samba's bindings)
+# --------------------------------------------------------------------------
+
+
+def _populate(d: Path, n: int, names: list[str] | None, groups_for_new: list[str]) -> None:
+    import ldb
+    from samba.auth import system_session
+    from samba.param import LoadParm
+    from samba.samdb import SamDB
+
+    lp = LoadParm()
+    lp.load(str(d / "etc/smb.conf"))
+    db = SamDB(url=str(d / "private/sam.ldb"), session_info=system_session(), lp=lp)
+    accounts = {name: (groups_for_new, False) for name in names} if names else expected_accounts(n)
+
+    def uac(disabled: bool) -> str:
+        return str(0x0200 | 0x0020 | (0x0002 if disabled else 0))  # NORMAL, PASSWD_NOTREQD
+
+    db.transaction_start()
+    try:
+        if not names:
+            for ou in ("People", "Groups", "Service Accounts"):
+                db.add({"dn": f"OU={ou},{BASE}", "objectClass": "organizationalUnit"})
+            for g in GROUPS:
+                db.add({"dn": f"CN={g},OU=Groups,{BASE}", "objectClass": "group",
+                        "sAMAccountName": g})  # fmt: skip
+            for g, parents in GROUPS.items():
+                for p in parents:
+                    m = ldb.Message(ldb.Dn(db, f"CN={p},OU=Groups,{BASE}"))
+                    m["member"] = ldb.MessageElement(f"CN={g},OU=Groups,{BASE}",
+                                                     ldb.FLAG_MOD_ADD, "member")
+                    db.modify(m)
+            m = ldb.Message(ldb.Dn(db, f"CN=Domain Users,CN=Users,{BASE}"))
+            m["gidNumber"] = ldb.MessageElement(str(GID_DOMAIN_USERS), ldb.FLAG_MOD_REPLACE,
+                                                "gidNumber")
+            db.modify(m)
+        existing = len(db.search(f"OU=People,{BASE}", scope=ldb.SCOPE_ONELEVEL, attrs=["cn"]))
+        for i, (name, (groups, disabled)) in enumerate(sorted(accounts.items())):
+            dn = f"CN={name},OU=People,{BASE}"
+            db.add({
+                "dn": dn,
+                "objectClass": "user",
+                "sAMAccountName": name,
+                "userPrincipalName": f"{name}@example.lan",
+                "mail": f"{name}@example.lan",
+                "displayName": f"Test User {name}",
+                "userAccountControl": uac(disabled),
+                "uidNumber": str(UID_BASE + existing + i),
+                "gidNumber": str(GID_DOMAIN_USERS),
+                "loginShell": "/bin/bash",
+                "unixHomeDirectory": f"/home/{name}",
+            })  # fmt: skip
+            for g in groups:
+                m = ldb.Message(ldb.Dn(db, f"CN={g},OU=Groups,{BASE}"))
+                m["member"] = ldb.MessageElement(dn, ldb.FLAG_MOD_ADD, "member")
+                db.modify(m)
+        if not names:
+            db.newuser("ds01-reader", READER_PASSWORD, userou="OU=Service Accounts")
+        db.transaction_commit()
+    except Exception:
+        db.transaction_cancel()
+        raise
+
+
+# --------------------------------------------------------------------------
+# Control (any python3)
+# --------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], **kw) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise SystemExit(f"samba_ad: {' '.join(cmd[:3])} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def _make_tls(d: Path) -> None:
+    tls = d / "tls"
+    tls.mkdir(mode=0o700, exist_ok=True)
+    ext = tls / "san.cnf"
+    ext.write_text(
+        "subjectAltName=DNS:localhost,DNS:dc1.example.lan,IP:127.0.0.1,IP:10.0.2.100\n"
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    ossl = ["openssl"]
+    _run(ossl + ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                 "-subj", "/CN=DS01 test CA", "-keyout", str(tls / "ca.key"),
+                 "-out", str(d / "ca.pem")])  # fmt: skip
+    _run(ossl + ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                 "-keyout", str(tls / "key.pem"), "-out", str(tls / "req.pem")])  # fmt: skip
+    _run(ossl + ["x509", "-req", "-in", str(tls / "req.pem"), "-CA", str(d / "ca.pem"),
+                 "-CAkey", str(tls / "ca.key"), "-CAcreateserial", "-days", "30",
+                 "-extfile", str(ext), "-out", str(tls / "cert.pem")])  # fmt: skip
+    os.chmod(tls / "key.pem", 0o600)
+
+
+def provision(d: Path, n: int) -> None:
+    if (d / "etc/smb.conf").exists():
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    _make_tls(d)
+    _run([
+        "samba-tool", "domain", "provision", f"--realm={REALM}", f"--domain={DOMAIN}",
+        f"--adminpass={ADMIN_PASSWORD}", f"--targetdir={d}", "--dns-backend=NONE",
+        "--use-rfc2307", "--server-role=dc", "--host-name=dc1",
+        "--option=interfaces=lo", "--option=bind interfaces only=yes",
+        "--option=server services = ldap, cldap, kdc, drepl",
+        "--option=tls enabled = yes",
+        f"--option=tls keyfile = {d}/tls/key.pem",
+        f"--option=tls certfile = {d}/tls/cert.pem",
+        f"--option=tls cafile = {d}/ca.pem",
+        f"--option=log file = {d}/samba.log",
+    ])  # fmt: skip
+    # A plain simple bind too (provision drops this option): the tests also cover LDAPS/StartTLS.
+    conf = d / "etc/smb.conf"
+    conf.write_text(conf.read_text().replace(
+        "[global]\n", "[global]\n\tldap server require strong auth = no\n", 1))
+    _run([SYSTEM_PYTHON, __file__, "_populate", "--dir", str(d), "--users", str(n)])
+    (d / "bind.secret").write_text(READER_PASSWORD + "\n")
+    os.chmod(d / "bind.secret", 0o600)
+    (d / "directory.json").write_text(json.dumps({"users": n, "port": LDAP_PORT}))
+
+
+def _pid(d: Path, name: str) -> int | None:
+    try:
+        pid = int((d / name).read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start(d: Path, port: int = LDAP_PORT, timeout: float = 60) -> None:
+    if _pid(d, "samba.pid") is None:
+        if _port_open(LDAP_PORT):
+            raise SystemExit("samba_ad: 127.0.0.1:389 is already taken (another DC running?)")
+        log = open(d / "samba.out", "ab")
+        proc = subprocess.Popen(
+            ["samba", "-s", str(d / "etc/smb.conf"), "--foreground", "--no-process-group",
+             "-M", "single", "--debug-stdout", "-d1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        (d / "samba.pid").write_text(str(proc.pid))
+    if port != LDAP_PORT and _pid(d, "relay.pid") is None:
+        relay = subprocess.Popen(
+            [sys.executable, __file__, "_relay", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        (d / "relay.pid").write_text(str(relay.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _ready(d, port):
+            return
+        if _pid(d, "samba.pid") is None:
+            raise SystemExit(f"samba_ad: samba exited; see {d}/samba.out")
+        time.sleep(0.5)
+    raise SystemExit(f"samba_ad: no LDAP answer on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def _ready(d: Path, port: int) -> bool:
+    import ldap3
+
+    try:
+        conn = ldap3.Connection(ldap3.Server("127.0.0.1", port=port, connect_timeout=2),
+                                READER_DN, READER_PASSWORD, auto_bind=True, receive_timeout=5)
+        conn.unbind()
+        return True
+    except Exception:
+        return False
+
+
+def stop(d: Path) -> None:
+    for name in ("relay.pid", "samba.pid"):
+        pid = _pid(d, name)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if _pid(d, name) is None:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        (d / name).unlink(missing_ok=True)
+    for _ in range(50):
+        if not _port_open(LDAP_PORT):
+            return
+        time.sleep(0.1)
+
+
+def add_user(d: Path, name: str, groups: list[str]) -> None:
+    _run([SYSTEM_PYTHON, __file__, "_populate", "--dir", str(d), "--users", "0",
+          "--name", name, *[a for g in groups for a in ("--group", g)]])  # fmt: skip
+
+
+def _relay(port: int) -> None:
+    import asyncio
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        finally:
+            w.close()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", LDAP_PORT)
+        except OSError:
+            w.close()
+            return
+        await asyncio.gather(pipe(r, uw), pipe(ur, w), return_exceptions=True)
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("up", "start", "stop", "down", "add-user", "_populate", "_relay"):
+        p = sub.add_parser(name)
+        if name != "_relay":
+            p.add_argument("--dir", required=True, type=Path)
+        if name in ("up", "start", "_relay"):
+            p.add_argument("--port", type=int, default=LDAP_PORT)
+        if name in ("up", "_populate"):
+            p.add_argument("--users", type=int, default=1100)
+        if name == "add-user":
+            p.add_argument("name")
+        if name in ("add-user", "_populate"):
+            p.add_argument("--group", action="append", default=[])
+        if name == "_populate":
+            p.add_argument("--name", action="append", default=[])
+    a = ap.parse_args(argv)
+    if a.cmd == "_populate":
+        _populate(a.dir, a.users, a.name, a.group)
+    elif a.cmd == "_relay":
+        _relay(a.port)
+    elif a.cmd == "up":
+        provision(a.dir.resolve(), a.users)
+        start(a.dir.resolve(), a.port)
+        print(f"Samba AD up: ldap://127.0.0.1:{a.port} bind {READER_DN} "
+              f"password file {a.dir.resolve()}/bind.secret CA {a.dir.resolve()}/ca.pem")
+    elif a.cmd == "start":
+        start(a.dir.resolve(), a.port)
+    elif a.cmd == "stop":
+        stop(a.dir.resolve())
+    elif a.cmd == "down":
+        stop(a.dir.resolve())
+        shutil.rmtree(a.dir, ignore_errors=True)
+    elif a.cmd == "add-user":
+        add_user(a.dir.resolve(), a.name, a.group)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
