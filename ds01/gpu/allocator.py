@@ -471,7 +471,7 @@ class Allocator:
                 if sum(c["weight"] for c in chosen) + r["weight"] <= budget + EPSILON:
                     chosen.append(r)
             if len(chosen) < count:
-                wanted = "a whole GPU" if kind == FULL_GPU else (kind or "a GPU unit")
+                wanted = "whole GPU" if kind == FULL_GPU else (kind or "GPU unit")
                 if candidates and limits.quota is not None:
                     raise GpuDenied(
                         f"{user} ({role}) holds {_eq(held)} of a {_eq(limits.quota)} GPU-equivalent "
@@ -623,6 +623,7 @@ class Allocator:
             self.db.execute("DELETE FROM targets WHERE container = ?", (container,))
             self.db.execute("DELETE FROM containers WHERE name = ?", (container,))
             self._event("forgotten", container)
+            self._purge_missing()
             self._dispatch(now)
 
     def expire(self) -> None:
@@ -739,6 +740,13 @@ class Allocator:
             self._event("drained" if drained else "undrained", unit=uuid, detail=f"by {by}")
             self._dispatch(now)
 
+    def _purge_missing(self) -> None:
+        """Units gone from the layout and no longer referenced are dropped for good."""
+        self.db.execute(
+            "DELETE FROM units WHERE present = 0 AND holder IS NULL "
+            "AND uuid NOT IN (SELECT uuid FROM targets)"
+        )
+
     def _unit_row(self, uuid: str) -> dict:
         rows = self._rows("SELECT * FROM units WHERE uuid = ?", (uuid,))
         if not rows:
@@ -789,11 +797,7 @@ class Allocator:
                         "WHERE state = 'reserved' AND unit = ?",
                         (uuid,),
                     )
-            # Units gone and no longer referenced by anyone are dropped for good.
-            self.db.execute(
-                "DELETE FROM units WHERE present = 0 AND holder IS NULL "
-                "AND uuid NOT IN (SELECT uuid FROM targets)"
-            )
+            self._purge_missing()
             for uuid in added:
                 self._event("unit added", unit=uuid)
             for uuid in missing:
