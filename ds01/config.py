@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 from ds01.units import parse_duration, parse_percent, parse_size
@@ -211,6 +212,24 @@ class SyncPolicy(Strict):
     # Refuse to remove anyone when the directory's user count drops by more than this.
     max_drop_fraction: float = Field(ge=0, le=1)
     log_file: AbsPath
+    # Users seen by the last good sync and the directory's size then (the drop baseline).
+    state_file: AbsPath = "/var/lib/ds01/identity/state.json"
+
+
+class ReportPolicy(Strict):
+    """``ds01 users report``: the weekly staleness report (the tool never deletes)."""
+
+    dir: AbsPath = "/var/lib/ds01/reports"
+    # No login and no file change for this long -> candidate for deletion.
+    stale_after: Duration = 180 * 86400
+
+
+class Sssd(Strict):
+    """Optional SSSD set-up by deploys/sssd.py (leave off where IT owns the AD join)."""
+
+    enabled: bool = False
+    # TLS certificate checking of SSSD's LDAP connection: demand on a real server.
+    tls_reqcert: Literal["demand", "hard", "allow", "never"] = "demand"
 
 
 class HomePolicy(Strict):
@@ -236,6 +255,8 @@ class Identity(Strict):
     sync: SyncPolicy
     home: HomePolicy
     privacy: Privacy
+    report: ReportPolicy = ReportPolicy()
+    sssd: Sssd = Sssd()
 
 
 # --------------------------------------------------------------------------
@@ -270,6 +291,35 @@ class Area(Strict):
 class Storage(Strict):
     quota_filesystem: AbsPath | None  # mount point with usrquota/prjquota
     areas: dict[Name, Area]
+
+    @model_validator(mode="after")
+    def _quotas_fit_the_filesystem(self) -> Storage:
+        # ext4 user quotas count a user's files on the whole filesystem, so one
+        # per-role figure per filesystem: it must live on the quota filesystem.
+        with_quota = [n for n, a in self.areas.items() if a.quota]
+        with_projects = [n for n, a in self.areas.items() if any(p.quota for p in a.projects.values())]
+        fs = self.quota_filesystem
+        for name in with_quota + with_projects:
+            path = self.areas[name].path
+            if fs is None or not (path + "/").startswith(fs + "/"):
+                raise ValueError(
+                    f"area '{name}' sets quotas but {path} is not under quota_filesystem ({fs}); "
+                    "move the area or set quota_filesystem to its mount point"
+                )
+        if len(with_quota) > 1:
+            raise ValueError(
+                f"areas {', '.join(with_quota)} all set per-user quotas, but an ext4 user quota "
+                "covers the whole filesystem: set 'quota' on one area only"
+            )
+        kinds = [n for n, a in self.areas.items() if a.kind == "scratch"]
+        for name, area in self.areas.items():
+            if area.purge is not None and area.kind != "scratch":
+                raise ValueError(f"area '{name}' sets purge but only a scratch area is purged")
+            if area.projects and area.kind != "projects":
+                raise ValueError(f"area '{name}' lists projects but is not of kind 'projects'")
+        if len(kinds) > 1:
+            raise ValueError(f"areas {', '.join(kinds)} are all scratch areas; keep one")
+        return self
 
 
 # --------------------------------------------------------------------------

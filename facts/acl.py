@@ -43,7 +43,9 @@ class Acl(FactBase[AclState | None]):
         }
     """
 
-    default = None
+    @staticmethod
+    def default() -> None:
+        return None
 
     def command(self, path: str) -> StringCommand:
         # -E: no '#effective:' comments; -p: keep the leading '/'.
@@ -89,8 +91,11 @@ _NSS_SCRIPT = (
     "n = sys.argv.index('--')\n"
     "users, groups = {}, {}\n"
     "for u in sys.argv[1:n]:\n"
-    "    try: p = pwd.getpwnam(u); users[u] = [p.pw_uid, p.pw_gid, p.pw_dir]\n"
-    "    except KeyError: pass\n"
+    "    try: p = pwd.getpwnam(u)\n"
+    "    except KeyError: continue\n"
+    "    try: g = grp.getgrgid(p.pw_gid).gr_name\n"
+    "    except KeyError: g = str(p.pw_gid)\n"
+    "    users[u] = [p.pw_uid, p.pw_gid, p.pw_dir, g]\n"
     "for g in sys.argv[n + 1:]:\n"
     "    try: e = grp.getgrnam(g); groups[g] = [e.gr_gid, sorted(e.gr_mem)]\n"
     "    except KeyError: pass\n"
@@ -99,7 +104,7 @@ _NSS_SCRIPT = (
 
 
 class NssNames(TypedDict):
-    users: dict[str, list]  # name -> [uid, gid, home]
+    users: dict[str, list]  # name -> [uid, gid, home, primary group name]
     groups: dict[str, list]  # name -> [gid, [secondary members]]
 
 
@@ -115,7 +120,7 @@ class Nss(FactBase[NssNames]):
     .. code:: python
 
         {
-            "users": {"j.doe@example.lan": [1001, 1001, "/home/j.doe@example.lan"]},
+            "users": {"j.doe@example.lan": [1001, 1001, "/home/j.doe@example.lan", "j.doe@example.lan"]},
             "groups": {"ds01-student": [2001, ["123456@example.lan"]]},
         }
     """

@@ -1,0 +1,89 @@
+"""Storage: the shared areas with their ACLs and short paths, private scratch
+directories, per-role disk quotas and the scheduled scratch purge.
+
+Everything comes from the policy's ``storage:`` section; the rules that turn it
+into directories and ACLs live in ds01/storage/areas.py. Needs the ds01-<role>
+groups (deploys/groups.py, which deploys/all.py runs first).
+"""
+
+from pyinfra import host
+from pyinfra.operations import files
+
+from ds01.names import role_group
+from ds01.storage import areas, purge, quota
+from ds01.units import format_duration
+from facts.acl import Nss
+from operations import acl
+from operations import quota as quota_ops
+
+policy = host.data.policy
+plans = areas.plan(policy)
+acl_users, acl_groups = areas.principals(plans)
+role_groups = [role_group(r) for r in policy.roles]
+explicit = sorted({u for users in policy.identity.members.values() for u in users})
+
+nss = host.get_fact(Nss, users=sorted(set(acl_users) | set(explicit)),
+                    groups=sorted(set(acl_groups) | set(role_groups)))
+missing_groups = sorted((set(acl_groups) | set(role_groups)) - set(nss["groups"]))
+if missing_groups:
+    raise SystemExit(
+        f"storage on {host.name}: group(s) {', '.join(missing_groups)} do not exist. The role "
+        "groups come from deploys/groups.py: run deploys/all.py, or that deploy first."
+    )
+group_members = {g: nss["groups"][g][1] for g in role_groups}
+members = sorted({u for g in role_groups for u in group_members[g]} - set(nss["users"]))
+known = {**nss["users"], **host.get_fact(Nss, users=members, groups=[])["users"]}
+roles = areas.roles_of_users(policy, group_members, set(known))
+
+missing_users = set(acl_users) - set(known)
+if missing_users:
+    print(f"storage: not on the server yet, left out of the ACLs: {', '.join(sorted(missing_users))}")
+
+if policy.storage.quota_filesystem:
+    files.directory(name=f"Storage root {policy.storage.quota_filesystem} (traverse only)",
+                    path=policy.storage.quota_filesystem, user="root", group="root", mode="0711")
+
+for d in plans:
+    d = areas.without_users(d, missing_users)
+    files.directory(name=f"Area {d.area}: {d.path}", path=d.path, user=d.owner, group=d.group)
+    acl.directory(name=f"ACL of {d.path}", path=d.path, access=d.access, default=d.default,
+                  setgid=d.setgid, sticky=d.sticky)
+
+for name, area in policy.storage.areas.items():
+    if area.link:
+        files.link(name=f"Short path {area.link} -> {area.path}", path=area.link, target=area.path,
+                   user="root", group="root")
+
+for user, role in roles.items():
+    uid, gid, home, group = known[user]
+    for path in areas.user_dirs(policy, user, role):
+        files.directory(name=f"Private scratch {path}", path=path, user=user, group=group,
+                        mode="0700")
+
+quota_area = quota.quota_area(policy)
+if policy.storage.quota_filesystem and quota_area is not None:
+    quota_ops.user_limits(
+        name=f"Disk quotas per role on {policy.storage.quota_filesystem} (area {quota_area.path})",
+        filesystem=policy.storage.quota_filesystem,
+        limits={user: quota.limit_kib(policy, role) for user, role in roles.items()},
+    )
+
+scratch = next(iter(areas.scratch_areas(policy)), None)
+if scratch is not None and scratch.purge is not None:
+    files.directory(name=f"Scratch purge notices {purge.NOTICE_DIR}", path=purge.NOTICE_DIR,
+                    user="root", group="root", mode="0711")
+    files.template(
+        name="Login notice of files the scratch purge will remove",
+        src="templates/storage/ds01-scratch-notice.sh.j2",
+        dest="/etc/profile.d/ds01-scratch-notice.sh",
+        user="root", group="root", mode="0644",
+        notice_dir=purge.NOTICE_DIR,
+    )
+    files.template(
+        name="Scratch purge schedule /etc/cron.d/ds01-scratch-purge",
+        src="templates/storage/ds01-scratch-purge.cron.j2",
+        dest="/etc/cron.d/ds01-scratch-purge",
+        user="root", group="root", mode="0644",
+        schedule=policy.schedules.scratch_purge, root=scratch.path,
+        after=format_duration(scratch.purge.after), warn=format_duration(scratch.purge.warn_before),
+    )

@@ -1,0 +1,1 @@
+"""Shared storage areas: their ACL plan, scratch purge, quotas and usage."""
