@@ -25,7 +25,7 @@ TABLE = [
     ("j.doe", (), False, "researcher", "naming_rule"),
     ("a.smith", ("PhD-2026",), False, "researcher", "directory_group"),
     ("w.prof", (), False, "faculty", "member"),
-    ("l.prof", (), False, "faculty", "member"),
+    ("l.prof", ("DS01-Faculty",), False, "faculty", "directory_group"),
     ("k.lead", ("Lab-Staff",), False, "faculty", "directory_group"),  # nested group
     ("m.both", ("PhD-2026", "DS01-Faculty"), False, "faculty", "directory_group"),  # priority
     ("h.admin", (), False, "admin", "member"),
