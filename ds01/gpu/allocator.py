@@ -26,9 +26,11 @@ reservation passes to the next in line.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,10 @@ from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
 EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
 SCHEMA_VERSION = 1
 DB_NAME = "gpu/allocator.sqlite3"
+# Ordinary users cannot open a WAL database read-only once its last writer has
+# closed it, so every write transaction leaves this world-readable copy of the
+# status beside the database; `ds01 gpu status` reads it when not root.
+SNAPSHOT_NAME = "status.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -94,6 +100,15 @@ CREATE TABLE IF NOT EXISTS events (
     user TEXT,
     unit TEXT,
     detail TEXT
+);
+CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per container
+    container TEXT PRIMARY KEY REFERENCES containers(name) ON DELETE CASCADE,
+    idle_checks INTEGER NOT NULL DEFAULT 0,
+    idle_since REAL,
+    last_check REAL,
+    last_net INTEGER,
+    warned_at REAL,
+    warning TEXT
 );
 CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
 CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
@@ -215,6 +230,7 @@ class Allocator:
         self.path = db_path or os.path.join(policy.gpu.state_dir, DB_NAME)
         self.clock = clock
         self.readonly = readonly
+        self.snapshot_path = os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
         if readonly:
             self.db = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
@@ -248,15 +264,37 @@ class Allocator:
         commits the housekeeping done before it (expiries); any other error
         rolls everything back."""
         self.db.execute("BEGIN IMMEDIATE")
+        changes = self.db.total_changes
         try:
             yield self.db
         except GpuError:
-            self.db.execute("COMMIT")
+            self._commit(changes)
             raise
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self._commit(changes)
+
+    def _commit(self, changes_before: int) -> None:
+        if self.db.total_changes != changes_before:
+            self._write_snapshot()  # under the write lock: snapshots cannot overtake
         self.db.execute("COMMIT")
+
+    def _write_snapshot(self) -> None:
+        data = json.dumps(self._snapshot(), indent=1, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.snapshot_path), prefix=".status.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.snapshot_path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def transaction(self):
+        """A write transaction for the reconciler's own bookkeeping."""
+        return self._tx()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -584,9 +622,10 @@ class Allocator:
             )
             return self._assignment(container)
 
-    def release(self, container: str, stopped_at: float | None = None) -> None:
+    def release(self, container: str, stopped_at: float | None = None, *, hold: bool = True) -> None:
         """The container stopped at ``stopped_at`` (default now): its units go
-        back after the role's ``gpu_hold_after_stop``, counted from then.
+        back after the role's ``gpu_hold_after_stop``, counted from then
+        (at once with ``hold=False``: the idle reaper stopped it).
         Unknown containers and repeated calls are no-ops."""
         with self._tx():
             now = self.clock()
@@ -595,14 +634,14 @@ class Allocator:
             if c is None or c["state"] != "allocated":
                 return
             stopped = now if stopped_at is None else min(stopped_at, now)
-            hold = self._limits(c["role"], c["user"]).lifecycle.gpu_hold_after_stop
-            if stopped + hold > now:
+            grace = self._limits(c["role"], c["user"]).lifecycle.gpu_hold_after_stop if hold else 0
+            if stopped + grace > now:
                 self.db.execute(
                     "UPDATE containers SET state = 'held', stopped_at = ?, release_at = ? "
                     "WHERE name = ?",
-                    (stopped, stopped + hold, container),
+                    (stopped, stopped + grace, container),
                 )
-                self._event("held", container, c["user"], detail=f"until {when(stopped + hold)}")
+                self._event("held", container, c["user"], detail=f"until {when(stopped + grace)}")
             else:
                 self._free(container)
                 self.db.execute(
@@ -821,17 +860,56 @@ class Allocator:
 
     def status(self) -> list[UnitStatus]:
         """Every unit with its state, as of now (a read; changes nothing)."""
-        now = self.clock()
         with self._read():
-            rows = self._rows(
-                "SELECT u.*, c.user AS holder_user, c.state AS holder_state, "
-                "c.release_at AS holder_release_at, q.user AS reserved_user "
-                "FROM units u LEFT JOIN containers c ON c.name = u.holder "
-                "LEFT JOIN queue q ON q.id = u.reserved_for ORDER BY u.gpu_index, u.position"
-            )
-            targeted: dict[str, list[str]] = {}
-            for t in self._rows("SELECT container, uuid FROM targets ORDER BY container"):
-                targeted.setdefault(t["uuid"], []).append(t["container"])
+            return self._status()
+
+    def snapshot(self) -> dict:
+        """Units and queue as JSON-ready data (what ``ds01 gpu status --json`` prints)."""
+        with self._read():
+            return self._snapshot()
+
+    def _snapshot(self) -> dict:
+        return {
+            "at": self.clock(),
+            "units": [
+                {
+                    "uuid": s.unit.uuid, "gpu": s.unit.gpu_index, "kind": s.unit.kind,
+                    "weight": round(s.unit.weight, 6), "state": s.state, "container": s.holder,
+                    "user": s.user, "since": s.since, "release_at": s.release_at,
+                    "reserved_for": s.reserved_for, "reserved_until": s.reserved_until,
+                    "targeted_by": len(s.targeted_by),
+                }
+                for s in self._status()
+            ],
+            "queue": [
+                {
+                    "id": e.id, "user": e.user, "role": e.role, "kind": e.kind,
+                    "position": e.position, "state": e.state, "since": e.enqueued_at,
+                    "unit": e.unit, "reserved_until": e.reserved_until,
+                }
+                for e in self._queue()
+            ],
+            "warnings": [
+                {"container": r["container"], "user": r["user"], "at": r["warned_at"],
+                 "message": r["warning"]}
+                for r in self._rows(
+                    "SELECT r.*, c.user FROM reaper r JOIN containers c ON c.name = r.container "
+                    "WHERE r.warned_at IS NOT NULL ORDER BY r.warned_at"
+                )
+            ],
+        }  # fmt: skip
+
+    def _status(self) -> list[UnitStatus]:
+        now = self.clock()
+        rows = self._rows(
+            "SELECT u.*, c.user AS holder_user, c.state AS holder_state, "
+            "c.release_at AS holder_release_at, q.user AS reserved_user "
+            "FROM units u LEFT JOIN containers c ON c.name = u.holder "
+            "LEFT JOIN queue q ON q.id = u.reserved_for ORDER BY u.gpu_index, u.position"
+        )
+        targeted: dict[str, list[str]] = {}
+        for t in self._rows("SELECT container, uuid FROM targets ORDER BY container"):
+            targeted.setdefault(t["uuid"], []).append(t["container"])
         out = []
         for r in rows:
             reserved = r["reserved_user"] if (r["reserved_until"] or 0) > now else None
