@@ -6,3 +6,5 @@ Each component also runs alone: pyinfra inventory.py deploys/<component>.py
 from pyinfra import local
 
 local.include("deploys/base.py")
+local.include("deploys/storage.py")
+local.include("deploys/slices.py")

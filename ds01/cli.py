@@ -15,6 +15,7 @@ from ds01 import __version__
 # Modules with a ``register(subparsers)`` function, in the order of `ds01 --help`.
 COMMAND_MODULES = (
     "ds01.config_cli",
+    "ds01.storage.cli",
 )
 
 

@@ -28,7 +28,10 @@ class LocalUser:
 
 
 # "module:function" of each handler, in the order they run.
-NEW_USER_HANDLERS: tuple[str, ...] = ()
+NEW_USER_HANDLERS: tuple[str, ...] = (
+    "ds01.storage.areas:ensure_user_storage",  # private scratch directory, disk quota
+    "ds01.slices:ensure_user_slice",  # container slice, login-session limits
+)
 
 
 def handlers() -> list[tuple[str, Callable[[LocalUser, Policy], None]]]:
