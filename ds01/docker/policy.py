@@ -119,6 +119,7 @@ class Facts:
     realpaths: dict[str, str | None] = field(default_factory=dict)  # None: does not exist
     owned_containers: int | None = None
     home_realpath: str | None = None
+    host_cpus: int | None = None  # a container cannot get more CPUs than the host has
 
 
 @dataclass
@@ -832,13 +833,13 @@ def _gpu_request(host: dict, env: list[str], limits: Role) -> GpuRequest | None:
     return GpuRequest(count, kind)
 
 
-def _clamp_resources(host: dict, limits: Role) -> None:
+def _clamp_resources(host: dict, limits: Role, host_cpus: int | None) -> None:
     c = limits.container
     nano = _int(host.get("NanoCpus"), "NanoCpus")
     quota, period = _int(host.get("CpuQuota"), "CpuQuota"), _int(host.get("CpuPeriod"), "CpuPeriod")
     if not nano and quota > 0:
         nano = quota * 1_000_000_000 // (period or _CPU_PERIOD)
-    limit_nano = int(c.cpus * 1_000_000_000)
+    limit_nano = int(min(c.cpus, host_cpus or c.cpus) * 1_000_000_000)
     host["NanoCpus"] = min(nano, limit_nano) if nano > 0 else limit_nano
     host["CpuQuota"] = 0
     host["CpuPeriod"] = 0
@@ -1010,7 +1011,7 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         labels[RUN_AS] = str(caller.uid)
 
     # ----- resources, cgroup, GPU
-    _clamp_resources(host, limits)
+    _clamp_resources(host, limits, facts.host_cpus)
     host["CgroupParent"] = user_slice(role, caller.name)
     env = [_str(x, "Env") for x in _lst(body.get("Env"), "Env")]
     gpu = _gpu_request(host, env, limits)

@@ -581,3 +581,9 @@ def test_route_strips_version_and_decodes_refs():
 def test_root_is_admin():
     root = Caller(0, 0, "root", "/root", None)
     assert isinstance(decide_as(root, "POST", "/images/prune"), Allow)
+
+
+def test_cpus_are_capped_at_what_the_host_has():
+    r = Request("POST", "/containers/create", {}, {"Image": "debian:bookworm"})
+    f = Facts(targets={("image", "debian:bookworm"): None}, owned_containers=0, host_cpus=2)
+    assert decide(r, ALICE, POLICY, f).body["HostConfig"]["NanoCpus"] == 2 * 10**9

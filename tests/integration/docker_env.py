@@ -1,0 +1,173 @@
+"""A private dockerd and the DS01 access service in front of it, for the
+integration tests and the benchmark. Needs root and the docker.io package;
+images come from mmdebstrap (no registry): the rootfs tarball is cached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from ds01.config import parse_policy
+from ds01.docker.policy import Caller
+from ds01.docker.proxy import AccessService
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "ds01-test/debian:bookworm"
+ROOTFS_CACHE = Path(os.environ.get("DS01_TEST_CACHE", "/var/cache/ds01-test")) / "debian-minbase.tar"
+
+
+def rootfs_tar() -> Path:
+    if not ROOTFS_CACHE.exists():
+        ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ROOTFS_CACHE.with_suffix(".part")
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp)], check=True)
+        tmp.rename(ROOTFS_CACHE)
+    return ROOTFS_CACHE
+
+
+def test_policy_text(simulated: list[dict] | None = None) -> str:
+    """The repository policy with small limits for a 2-CPU host and a fast GPU hold."""
+    data = yaml.safe_load((REPO / "config/resource-allocation.yaml").read_text())
+    for role in data["roles"].values():
+        role["lifecycle"]["gpu_hold_after_stop"] = "0s"
+    data["roles"]["student"]["container"].update({"cpus": 1, "memory": "256m", "pids": 256,
+                                                  "shm_size": "64m"})
+    data["roles"]["student"]["lifecycle"]["max_containers"] = 6
+    data["gpu"]["backend"] = "simulated"
+    if simulated is not None:
+        data["gpu"]["simulated"] = simulated
+    return yaml.safe_dump(data)
+
+
+class Dockerd:
+    def __init__(self, root: Path):
+        self.root = root
+        self.sock = root / "docker.sock"
+        self.log = open(root / "dockerd.log", "w")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--host", f"unix://{self.sock}", "--data-root", str(root / "data"),
+             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"),
+             "--bridge", "none", "--iptables=false"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while not self.sock.exists() or self.cli("version", check=False).returncode != 0:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd did not start; see {root}/dockerd.log")
+            time.sleep(0.3)
+
+    def cli(self, *args, check=True, input=None):
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
+                              check=check, input=input)
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self.cli("inspect", ref).stdout)[0]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class ServiceThread:
+    """The access service on its own event loop thread."""
+
+    def __init__(self, policy, upstream: str, path: str, callers: dict[int, Caller], gpu=None):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.service = AccessService(policy, upstream=upstream, identify=callers.get, gpu=gpu)
+        self.path = path
+        asyncio.run_coroutine_threadsafe(self.service.start(path, 0o666), self.loop).result(10)
+        if gpu is not None:
+            self.watch = asyncio.run_coroutine_threadsafe(gpu.watch(self.service.upstream, 0.2),
+                                                          self.loop)
+
+    def stop(self):
+        async def close():
+            self.service.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class Env:
+    """dockerd + service + invented users (uids without accounts: the service's
+    identify() is a table, as NSS would be on the server)."""
+
+    def __init__(self, policy_text: str | None = None, gpu: bool = True):
+        if os.geteuid() != 0 or not shutil.which("dockerd"):
+            raise RuntimeError("needs root and dockerd (apt-get install -y docker.io)")
+        self.root = Path(tempfile.mkdtemp(prefix="ds01-dk-", dir="/var/tmp"))
+        self.root.chmod(0o755)
+        self.policy = parse_policy(policy_text or test_policy_text(), "test-policy.yaml")
+        self.dockerd = Dockerd(self.root)
+        self.dockerd.cli("import", str(rootfs_tar()), IMAGE)
+        home = self.root / "home"
+        self.callers: dict[int, Caller] = {}
+        for uid, name, role in [(61001, "123456@example.lan", "student"),
+                                (61002, "654321@example.lan", "student"),
+                                (61003, "h.admin", "admin"), (61004, "x.guest", None)]:
+            h = home / name
+            (h / "proj").mkdir(parents=True)
+            (h / "proj" / "data.txt").write_text(f"{name}\n")
+            for p in (h, h / "proj", h / "proj" / "data.txt"):
+                os.chown(p, uid, uid)
+            h.chmod(0o700)
+            self.callers[uid] = Caller(uid, uid, name, str(h), role, frozenset({str(uid)}))
+        self.glue = None
+        if gpu:
+            from ds01.docker.gpu import GpuGlue
+            from ds01.gpu.allocator import Allocator
+            from ds01.gpu.simulated import SimulatedBackend
+
+            db = str(self.root / "gpu.sqlite3")
+            self.glue = GpuGlue(self.policy, lambda: Allocator(
+                self.policy, db, backend=SimulatedBackend(self.policy)), device_requests=False)
+            self.allocator_db = db
+        self.sock = str(self.root / "ds01.sock")
+        self.service = ServiceThread(self.policy, str(self.dockerd.sock), self.sock, self.callers,
+                                     self.glue)
+
+    def caller(self, uid: int) -> Caller:
+        return self.callers[uid]
+
+    def as_user(self, uid: int, *args, input=None, timeout=60):
+        """The docker CLI run as ``uid`` against the access service."""
+        c = self.callers.get(uid)
+        home = c.home if c else str(self.root)
+        env = {"DOCKER_HOST": f"unix://{self.sock}", "HOME": home, "PATH": os.environ["PATH"],
+               "DOCKER_BUILDKIT": "0"}
+        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
+                              input=input, timeout=timeout, user=uid, group=uid, cwd=home)
+
+    def python_as(self, uid: int, code: str):
+        """Python with the docker SDK run as ``uid``; ``client`` is connected to the service."""
+        prelude = f"import docker, json\nclient = docker.DockerClient(base_url='unix://{self.sock}')\n"
+        return subprocess.run(["python3", "-c", prelude + code], capture_output=True, text=True,
+                              timeout=60, user=uid, group=uid, cwd="/",
+                              env={"PATH": os.environ["PATH"], "HOME": "/"})
+
+    def close(self):
+        self.service.stop()
+        subprocess.run(["sh", "-c", f"DOCKER_HOST=unix://{self.dockerd.sock} docker rm -f "
+                        f"$(DOCKER_HOST=unix://{self.dockerd.sock} docker ps -aq) 2>/dev/null"],
+                       capture_output=True)
+        self.dockerd.stop()
+        subprocess.run(["umount", "-R", str(self.root / "exec")], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
