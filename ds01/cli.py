@@ -16,6 +16,8 @@ from ds01 import __version__
 COMMAND_MODULES = (
     "ds01.config_cli",
     "ds01.storage.cli",
+    "ds01.identity.cli",
+    "ds01.gpu.cli",
 )
 
 

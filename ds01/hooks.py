@@ -29,6 +29,7 @@ class LocalUser:
 
 # "module:function" of each handler, in the order they run.
 NEW_USER_HANDLERS: tuple[str, ...] = (
+    "ds01.identity.local:ensure_home",  # first: the others may put things in the home
     "ds01.storage.areas:ensure_user_storage",  # private scratch directory, disk quota
     "ds01.slices:ensure_user_slice",  # container slice, login-session limits
 )
