@@ -390,8 +390,12 @@ class Allocator:
 
     def _free(self, container: str) -> None:
         """Give back every unit ``container`` holds, and offer each to the queue."""
-        freed = [r["uuid"] for r in self._rows("SELECT uuid FROM units WHERE holder = ?", (container,))]
-        self.db.execute("UPDATE units SET holder = NULL, held_since = NULL WHERE holder = ?", (container,))
+        freed = [
+            r["uuid"] for r in self._rows("SELECT uuid FROM units WHERE holder = ?", (container,))
+        ]
+        self.db.execute(
+            "UPDATE units SET holder = NULL, held_since = NULL WHERE holder = ?", (container,)
+        )
         for uuid in freed:
             self._event("released", container=container, unit=uuid)
 
@@ -412,7 +416,8 @@ class Allocator:
                 "UPDATE queue SET state = 'expired', ended_at = ? WHERE id = ?", (now, q["id"])
             )
             self.db.execute(
-                "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE reserved_for = ?",
+                "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE reserved_for = "
+                "?",
                 (q["id"],),
             )
             self._event("reservation expired", user=q["user"], unit=q["unit"])
@@ -433,21 +438,29 @@ class Allocator:
         for row in free:
             unit = self._unit(row)
             for q in waiting:
-                if q["state"] != "waiting" or not self._allowed(unit, q["kind"], q["role"], q["user"]):
+                if q["state"] != "waiting" or not self._allowed(
+                    unit, q["kind"], q["role"], q["user"]
+                ):
                     continue
                 quota = self._limits(q["role"], q["user"]).gpu.quota
-                if quota is not None and self._held_weight(q["user"]) + unit.weight > quota + EPSILON:
+                if (
+                    quota is not None
+                    and self._held_weight(q["user"]) + unit.weight > quota + EPSILON
+                ):
                     continue
                 self.db.execute(
                     "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
                     (q["id"], until, unit.uuid),
                 )
                 self.db.execute(
-                    "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = ?",
+                    "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = "
+                    "?",
                     (unit.uuid, until, q["id"]),
                 )
                 q["state"] = "reserved"
-                self._event("reserved", user=q["user"], unit=unit.uuid, detail=f"until {when(until)}")
+                self._event(
+                    "reserved", user=q["user"], unit=unit.uuid, detail=f"until {when(until)}"
+                )
                 break
 
     # -- the decisions -------------------------------------------------------
@@ -465,7 +478,9 @@ class Allocator:
         if not container or not user:
             raise GpuDenied("a container name and a user are required")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise GpuDenied(f"the number of GPU units must be a whole number of 1 or more, not {count!r}")
+            raise GpuDenied(
+                f"the number of GPU units must be a whole number of 1 or more, not {count!r}"
+            )
         with self._tx():
             now = self.clock()
             self._expire(now)
@@ -512,7 +527,8 @@ class Allocator:
                 wanted = "whole GPU" if kind == FULL_GPU else (kind or "GPU unit")
                 if candidates and limits.quota is not None:
                     raise GpuDenied(
-                        f"{user} ({role}) holds {_eq(held)} of a {_eq(limits.quota)} GPU-equivalent "
+                        f"{user} ({role}) holds {_eq(held)} of a {_eq(limits.quota)} "
+                        "GPU-equivalent "
                         f"quota; no free {wanted} fits in the {_eq(max(budget, 0))} left. Stop a "
                         "container that holds a GPU, or ask for a smaller MIG profile"
                     )
@@ -553,7 +569,8 @@ class Allocator:
                 return self._assignment(container)
             if c["state"] == "held":  # a restart within the grace period
                 self.db.execute(
-                    "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = NULL, "
+                    "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = "
+                    "NULL, "
                     "release_at = NULL WHERE name = ?",
                     (now, container),
                 )
@@ -568,11 +585,13 @@ class Allocator:
                 unit = self._unit(t)
                 if not t["present"]:
                     raise GpuBlocked(
-                        f"{describe(unit)} no longer exists (the GPU was re-partitioned). {recreate}."
+                        f"{describe(unit)} no longer exists (the GPU was re-partitioned). "
+                        f"{recreate}."
                     )
                 if t["drained"]:
                     raise GpuBlocked(
-                        f"{describe(unit)} was taken out of service by {t['drained_by'] or 'an admin'}. "
+                        f"{describe(unit)} was taken out of service by "
+                        f"{t['drained_by'] or 'an admin'}. "
                         f"{recreate}."
                     )
                 if t["holder"] is not None and t["holder"] != container:
@@ -611,7 +630,8 @@ class Allocator:
                         (now, t["reserved_for"]),
                     )
                     self.db.execute(
-                        "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE uuid = ?",
+                        "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE uuid = "
+                        "?",
                         (t["uuid"],),
                     )
                 self._event("allocated", container, c["user"], t["uuid"])
@@ -622,7 +642,9 @@ class Allocator:
             )
             return self._assignment(container)
 
-    def release(self, container: str, stopped_at: float | None = None, *, hold: bool = True) -> None:
+    def release(
+        self, container: str, stopped_at: float | None = None, *, hold: bool = True
+    ) -> None:
         """The container stopped at ``stopped_at`` (default now): its units go
         back after the role's ``gpu_hold_after_stop``, counted from then
         (at once with ``hold=False``: the idle reaper stopped it).
@@ -679,13 +701,15 @@ class Allocator:
             self._expire(now)
             self._check_kind(kind, role, user)
             if self.db.execute(
-                "SELECT 1 FROM queue WHERE user = ? AND kind IS ? AND state IN ('waiting', 'reserved')",
+                "SELECT 1 FROM queue WHERE user = ? AND kind IS ? AND state IN ('waiting', "
+                "'reserved')",
                 (user, kind),
             ).fetchone():
                 raise GpuDenied(f"{user} is already in the queue for {kind or 'any unit'}")
-            if not any(self._allowed(self._unit(r), kind, role, user) for r in self._rows(
-                "SELECT * FROM units WHERE present = 1"
-            )):
+            if not any(
+                self._allowed(self._unit(r), kind, role, user)
+                for r in self._rows("SELECT * FROM units WHERE present = 1")
+            ):
                 raise GpuDenied(f"this server has no {kind or 'GPU unit'} the {role} role may use")
             cur = self.db.execute(
                 "INSERT INTO queue(user, role, priority, kind, enqueued_at, state) "
@@ -710,10 +734,12 @@ class Allocator:
             )
             for r in rows:
                 self.db.execute(
-                    "UPDATE queue SET state = 'cancelled', ended_at = ? WHERE id = ?", (now, r["id"])
+                    "UPDATE queue SET state = 'cancelled', ended_at = ? WHERE id = ?",
+                    (now, r["id"]),
                 )
                 self.db.execute(
-                    "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE reserved_for = ?",
+                    "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE "
+                    "reserved_for = ?",
                     (r["id"],),
                 )
             self._dispatch(now)
@@ -729,10 +755,18 @@ class Allocator:
             position[q["kind"]] = position.get(q["kind"], 0) + 1
             out.append(
                 QueueEntry(
-                    q["id"], q["user"], q["role"], q["priority"], q["kind"], q["enqueued_at"],
-                    q["state"], position[q["kind"]], q["unit"], q["reserved_until"],
+                    q["id"],
+                    q["user"],
+                    q["role"],
+                    q["priority"],
+                    q["kind"],
+                    q["enqueued_at"],
+                    q["state"],
+                    position[q["kind"]],
+                    q["unit"],
+                    q["reserved_until"],
                 )
-            )  # fmt: skip
+            )
         return out
 
     def queue(self) -> list[QueueEntry]:
@@ -873,31 +907,48 @@ class Allocator:
             "at": self.clock(),
             "units": [
                 {
-                    "uuid": s.unit.uuid, "gpu": s.unit.gpu_index, "kind": s.unit.kind,
-                    "weight": round(s.unit.weight, 6), "state": s.state, "container": s.holder,
-                    "user": s.user, "since": s.since, "release_at": s.release_at,
-                    "reserved_for": s.reserved_for, "reserved_until": s.reserved_until,
+                    "uuid": s.unit.uuid,
+                    "gpu": s.unit.gpu_index,
+                    "kind": s.unit.kind,
+                    "weight": round(s.unit.weight, 6),
+                    "state": s.state,
+                    "container": s.holder,
+                    "user": s.user,
+                    "since": s.since,
+                    "release_at": s.release_at,
+                    "reserved_for": s.reserved_for,
+                    "reserved_until": s.reserved_until,
                     "targeted_by": len(s.targeted_by),
                 }
                 for s in self._status()
             ],
             "queue": [
                 {
-                    "id": e.id, "user": e.user, "role": e.role, "kind": e.kind,
-                    "position": e.position, "state": e.state, "since": e.enqueued_at,
-                    "unit": e.unit, "reserved_until": e.reserved_until,
+                    "id": e.id,
+                    "user": e.user,
+                    "role": e.role,
+                    "kind": e.kind,
+                    "position": e.position,
+                    "state": e.state,
+                    "since": e.enqueued_at,
+                    "unit": e.unit,
+                    "reserved_until": e.reserved_until,
                 }
                 for e in self._queue()
             ],
             "warnings": [
-                {"container": r["container"], "user": r["user"], "at": r["warned_at"],
-                 "message": r["warning"]}
+                {
+                    "container": r["container"],
+                    "user": r["user"],
+                    "at": r["warned_at"],
+                    "message": r["warning"],
+                }
                 for r in self._rows(
                     "SELECT r.*, c.user FROM reaper r JOIN containers c ON c.name = r.container "
                     "WHERE r.warned_at IS NOT NULL ORDER BY r.warned_at"
                 )
             ],
-        }  # fmt: skip
+        }
 
     def _status(self) -> list[UnitStatus]:
         now = self.clock()
@@ -952,7 +1003,9 @@ class Allocator:
                     f"{when(e.reserved_until)}: create and start a container with it before then."
                 )
             else:
-                out.append(f"You are number {e.position} in the GPU queue for {e.kind or 'any unit'}.")
+                out.append(
+                    f"You are number {e.position} in the GPU queue for {e.kind or 'any unit'}."
+                )
         return out
 
     def check_invariants(self) -> list[str]:
@@ -966,13 +1019,16 @@ class Allocator:
                 if r["state"] not in ("allocated", "held"):
                     problems.append(f"{r['uuid']} held by {r['holder']} in state {r['state']}")
                 if not self.db.execute(
-                    "SELECT 1 FROM targets WHERE container = ? AND uuid = ?", (r["holder"], r["uuid"])
+                    "SELECT 1 FROM targets WHERE container = ? AND uuid = ?",
+                    (r["holder"], r["uuid"]),
                 ).fetchone():
                     problems.append(f"{r['uuid']} held by {r['holder']}, which does not target it")
             for c in self._rows("SELECT * FROM containers WHERE state IN ('allocated', 'held')"):
                 for t in self._targets(c["name"]):
                     if t["holder"] != c["name"]:
-                        problems.append(f"{c['name']} is {c['state']} but does not hold {t['uuid']}")
+                        problems.append(
+                            f"{c['name']} is {c['state']} but does not hold {t['uuid']}"
+                        )
             for c in self._rows("SELECT * FROM containers WHERE state IN ('assigned', 'released')"):
                 if self.db.execute("SELECT 1 FROM units WHERE holder = ?", (c["name"],)).fetchone():
                     problems.append(f"{c['name']} is {c['state']} but holds a unit")

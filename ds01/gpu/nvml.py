@@ -123,7 +123,11 @@ class NvmlBackend:
         for profile in range(nv.NVML_GPU_INSTANCE_PROFILE_COUNT):
             try:
                 info = nv.nvmlDeviceGetGpuInstanceProfileInfo(h, profile)
-            except (nv.NVMLError_NotSupported, nv.NVMLError_InvalidArgument, nv.NVMLError_NoPermission):
+            except (
+                nv.NVMLError_NotSupported,
+                nv.NVMLError_InvalidArgument,
+                nv.NVMLError_NoPermission,
+            ):
                 continue
             if info.sliceCount and (best is None or info.sliceCount > best):
                 best = int(info.sliceCount)
@@ -147,9 +151,11 @@ class NvmlBackend:
             if gi_id is not None:
                 placement = self._optional(
                     nv,
-                    lambda gi_id=gi_id: nv.nvmlGpuInstanceGetInfo(
-                        nv.nvmlDeviceGetGpuInstanceById(h, gi_id)
-                    ).placement,
+                    lambda gi_id=gi_id: (
+                        nv.nvmlGpuInstanceGetInfo(
+                            nv.nvmlDeviceGetGpuInstanceById(h, gi_id)
+                        ).placement
+                    ),
                 )
             mem = nv.nvmlDeviceGetMemoryInfo(mh)
             out.append(

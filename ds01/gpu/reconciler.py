@@ -59,11 +59,13 @@ class Report:
     def lines(self) -> list[str]:
         out = []
         for label, items in (
-            ("units added", self.added), ("units missing", self.missing),
+            ("units added", self.added),
+            ("units missing", self.missing),
             ("forgotten (container gone)", self.forgotten),
             ("released (container stopped)", self.released),
-            ("warned", self.warned), ("stopped by the reaper", self.stopped),
-        ):  # fmt: skip
+            ("warned", self.warned),
+            ("stopped by the reaper", self.stopped),
+        ):
             if items:
                 out.append(f"{label}: {', '.join(items)}")
         out += [f"problem: {p}" for p in self.problems]
@@ -127,8 +129,10 @@ def _foreign_devices(alloc: Allocator, infos, report: Report) -> None:
             continue
         for uuid in info.gpu_uuids:
             if uuid not in holders:
-                report.problems.append(f"container {info.name} of {info.user} uses {uuid}, "
-                                       "which is not a unit of this server's layout")  # fmt: skip
+                report.problems.append(
+                    f"container {info.name} of {info.user} uses {uuid}, "
+                    "which is not a unit of this server's layout"
+                )
             elif holders[uuid] != info.name:
                 report.problems.append(
                     f"container {info.name} of {info.user} uses {uuid}, which the allocator "
@@ -183,7 +187,14 @@ def reap(
                 "FROM reaper WHERE container = ?",
                 (a.container,),
             ).fetchone()
-            checks, since, last_check, last_net, warned_at, warning = row or (0, None, None, None, None, None)
+            checks, since, last_check, last_net, warned_at, warning = row or (
+                0,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
             if last_check is None or now - last_check >= idle.check_interval:
                 quiet = (
                     not _gpu_busy(layout, a, idle.gpu_util_percent)
@@ -228,12 +239,14 @@ def _decide(a, info, idle, life, now, checks, since, warned_at, warning):
         idle_for = now - since
         if idle_for >= life.idle_timeout and warned_long_enough and warning.startswith("idle"):
             return "stop", (
-                f"stopped container {a.container}: its GPU was idle for {format_duration(int(idle_for))} "
+                f"stopped container {a.container}: its GPU was idle for "
+                f"{format_duration(int(idle_for))} "
                 "(the limit of your role); its GPU is released"
             )
         if idle_for >= life.idle_timeout - idle.warn_before_stop and warned_at is None:
             return "warn", (
-                f"idle: container {a.container} has not used its GPU since {when(since)}; it will be "
+                f"idle: container {a.container} has not used its GPU since {when(since)}; it will "
+                "be "
                 f"stopped and its GPU released after {when(max(now, since + life.idle_timeout))} "
                 "unless it is used again"
             )
@@ -241,10 +254,13 @@ def _decide(a, info, idle, life, now, checks, since, warned_at, warning):
         deadline = info.started_at + life.max_runtime
         if now >= deadline and warned_long_enough and warning.startswith("runtime"):
             return "stop", (
-                f"stopped container {a.container}: it reached the {format_duration(life.max_runtime)} "
+                f"stopped container {a.container}: it reached the "
+                f"{format_duration(life.max_runtime)} "
                 "maximum runtime of your role; its GPU is released"
             )
-        if now >= deadline - idle.warn_before_stop and (warning is None or not warning.startswith("runtime")):
+        if now >= deadline - idle.warn_before_stop and (
+            warning is None or not warning.startswith("runtime")
+        ):
             return "warn", (
                 f"runtime: container {a.container} reaches the maximum runtime of your role at "
                 f"{when(deadline)} and will be stopped then"

@@ -10,11 +10,11 @@ faculty: priority 30. Reservations last 15m.
 from __future__ import annotations
 
 import pytest
+from gpu_helpers import policy_with
 
 from ds01.gpu.allocator import GpuBlocked, GpuDenied, GpuError, GpuUnknown
 from ds01.gpu.layout import Layout
 from ds01.gpu.simulated import simulated_layout
-from gpu_helpers import policy_with
 
 MIN = 60
 
@@ -88,8 +88,9 @@ def test_retried_create_returns_the_same_assignment(alloc):
 def test_fractional_quota_is_exact_at_the_boundary(alloc):
     """Seven sevenths make 1.0: a student can hold exactly 2.0 and no more."""
     held = 0.0
-    for i, kind in enumerate(["3g.20gb", "2g.10gb", "2g.10gb", "2g.10gb", "2g.10gb",
-                              "1g.5gb", "1g.5gb", "1g.5gb"]):  # fmt: skip
+    for i, kind in enumerate(
+        ["3g.20gb", "2g.10gb", "2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb", "1g.5gb", "1g.5gb"]
+    ):
         if held + int(kind[0]) / 7 > 2.0 + 1e-9:
             break
         alloc.assign(f"c{i}", "123456", "student", kind=kind)
@@ -267,7 +268,10 @@ def test_priority_by_role_then_arrival(alloc, clock):
     clock.advance(1)
     alloc.enqueue("w.prof", "faculty", "3g.20gb")
     assert [(e.user, e.position) for e in alloc.queue()] == [
-        ("w.prof", 1), ("111111", 2), ("222222", 3)]  # fmt: skip
+        ("w.prof", 1),
+        ("111111", 2),
+        ("222222", 3),
+    ]
     alloc.forget("holder")
     assert [(e.user, e.state) for e in alloc.queue()][0] == ("w.prof", "reserved")
     assert alloc.notices("111111") == ["You are number 2 in the GPU queue for 3g.20gb."]
@@ -319,8 +323,9 @@ def test_leaving_passes_a_reservation_on(alloc, clock):
 
 def test_queue_respects_quota(alloc):
     """A unit is not reserved for someone who could not hold it."""
-    for i, kind in enumerate(["2g.10gb", "2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb", "1g.5gb",
-                              "1g.5gb"]):  # fmt: skip
+    for i, kind in enumerate(
+        ["2g.10gb", "2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb", "1g.5gb", "1g.5gb"]
+    ):
         alloc.assign(f"c{i}", "123456", "student", kind=kind)
         alloc.allocate(f"c{i}")  # 11/7 held; 3/7 left
     uuid = take_3g(alloc, "h.admin", "admin")
@@ -356,10 +361,13 @@ def test_repartition_blocks_stale_targets_and_keeps_holders(alloc, policy):
     gone = alloc.assign("gone", "123456", "student", kind="2g.10gb")
     holding = alloc.assign("holding", "654321", "student", kind="1g.5gb")
     alloc.allocate("holding")
-    new = policy_with(policy, simulated=[
-        {"name": "A100", "memory": "40g", "mig_slices": 7, "mig": None},
-        {"name": "A100", "memory": "40g", "mig_slices": 7, "mig": ["7g.40gb"]},
-    ])  # fmt: skip
+    new = policy_with(
+        policy,
+        simulated=[
+            {"name": "A100", "memory": "40g", "mig_slices": 7, "mig": None},
+            {"name": "A100", "memory": "40g", "mig_slices": 7, "mig": ["7g.40gb"]},
+        ],
+    )
     layout = simulated_layout(new.gpu.simulated, "other-site")
     added, missing = alloc.sync_layout(layout)
     assert len(added) == 2 and len(missing) == 10

@@ -20,9 +20,15 @@ class FakeContainers:
         self.stopped: list[tuple[str, str]] = []
 
     def add(self, name, user, running=True, **kw):
-        self.items[name] = ContainerInfo(id=f"id-{name}", name=name, user=user, running=running,
-                                         started_at=kw.pop("started_at", None),
-                                         finished_at=kw.pop("finished_at", None), **kw)  # fmt: skip
+        self.items[name] = ContainerInfo(
+            id=f"id-{name}",
+            name=name,
+            user=user,
+            running=running,
+            started_at=kw.pop("started_at", None),
+            finished_at=kw.pop("finished_at", None),
+            **kw,
+        )
 
     def set(self, name, **kw):
         self.items[name] = replace(self.items[name], **kw)
@@ -43,14 +49,22 @@ def world(alloc, policy, clock):
 
 
 def run(alloc, fake, layout, notes=None):
-    return reconcile(alloc, fake, layout, (lambda u, m: notes.append((u, m))) if notes is not None else None)
+    return reconcile(
+        alloc, fake, layout, (lambda u, m: notes.append((u, m))) if notes is not None else None
+    )
 
 
 def started(alloc, fake, clock, name, user="123456", role="student", **kw):
     a = alloc.assign(name, user, role, **kw)
     alloc.allocate(name)
-    fake.add(name, user, started_at=clock.t, gpu_uuids=[u.uuid for u in a.units],
-             cpu_percent=50.0, net_bytes=0)  # fmt: skip
+    fake.add(
+        name,
+        user,
+        started_at=clock.t,
+        gpu_uuids=[u.uuid for u in a.units],
+        cpu_percent=50.0,
+        net_bytes=0,
+    )
     return a
 
 
@@ -84,11 +98,15 @@ def test_reports_devices_and_processes_the_allocator_did_not_grant(world, policy
     other = next(u for u in layout.units() if u.uuid != a.units[0].uuid)
     fake.add("rogue", "654321", gpu_uuids=[other.uuid])
     gpu0 = layout.gpus[0]
-    busy = Layout(layout.backend, layout.driver,
-                  [replace(gpu0, processes=[Process(4242, 1024)]), *layout.gpus[1:]])  # fmt: skip
+    busy = Layout(
+        layout.backend,
+        layout.driver,
+        [replace(gpu0, processes=[Process(4242, 1024)]), *layout.gpus[1:]],
+    )
     report = run(alloc, fake, busy)
-    assert any("rogue of 654321 uses " + other.uuid in p and "did not grant" in p
-               for p in report.problems)  # fmt: skip
+    assert any(
+        "rogue of 654321 uses " + other.uuid in p and "did not grant" in p for p in report.problems
+    )
     assert any("GPU 0" in p and "process(es) 4242" in p for p in report.problems)
     assert not any("c1" in p for p in report.problems)
 
@@ -167,8 +185,15 @@ def test_network_traffic_keeps_a_container_alive(world):
 def test_gpu_process_on_a_mig_unit_counts_as_busy(world):
     alloc, fake, layout, clock = idle_world(world)
     uuid = alloc.assignment("c1").units[0].uuid
-    gpus = [replace(g, instances=[replace(i, processes=[Process(7, 1)]) if i.uuid == uuid else i
-                                  for i in g.instances]) for g in layout.gpus]  # fmt: skip
+    gpus = [
+        replace(
+            g,
+            instances=[
+                replace(i, processes=[Process(7, 1)]) if i.uuid == uuid else i for i in g.instances
+            ],
+        )
+        for g in layout.gpus
+    ]
     busy = Layout(layout.backend, None, gpus)
     for _ in range(100):
         assert not run(alloc, fake, busy).warned

@@ -1,0 +1,123 @@
+"""``ds01 gpu ...`` end to end on a temporary state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ds01.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    text = (REPO / "config/resource-allocation.yaml").read_text()
+    text = text.replace("state_dir: /var/lib/ds01", f"state_dir: {tmp_path}/state")
+    text = text.replace("backend: auto", "backend: simulated")
+    p = tmp_path / "policy.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.fixture
+def as_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_status_as_root_then_as_an_ordinary_user(policy_file, as_root, capsys, monkeypatch):
+    code, out, _ = run(capsys, "gpu", "status", "--json", "--policy", policy_file)
+    snap = json.loads(out)
+    assert code == 0 and len(snap["units"]) == 10
+    assert {u["state"] for u in snap["units"]} == {"free"}
+    # A decision leaves the snapshot an ordinary user reads.
+    from ds01.config import load_policy
+    from ds01.gpu.allocator import Allocator
+
+    alloc = Allocator(load_policy(policy_file))
+    alloc.assign("c1", "123456", "student", kind="3g.20gb")
+    alloc.allocate("c1")
+    alloc.close()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, out, _ = run(capsys, "gpu", "status", "--policy", policy_file)
+    assert code == 0
+    row = next(line for line in out.splitlines() if "3g.20gb" in line)
+    assert "allocated" in row and "123456" in row and "c1" in row
+    assert "9 of 10 units free" in out
+    snapshot = Path(policy_file).parent / "state/gpu/status.json"
+    assert oct(snapshot.stat().st_mode & 0o777) == "0o644"
+
+
+def test_status_before_anything_ran(policy_file, capsys, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, _, err = run(capsys, "gpu", "status", "--policy", policy_file)
+    assert code == 1 and "has not run" in err
+
+
+def test_queue_join_acts_for_the_sudo_caller(policy_file, as_root, capsys, monkeypatch):
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("SUDO_UID", str(os.getuid()))
+    import ds01.identity.local as local
+
+    monkeypatch.setattr(local, "role_of", lambda user, policy: "student" if user == me else None)
+    # --policy is refused through sudo: a user must not point root at their own file.
+    code, _, err = run(capsys, "gpu", "queue", "join", "--kind", "1g.5gb", "--policy", policy_file)
+    assert code == 2 and "--policy cannot be used through sudo" in err
+    monkeypatch.setattr("ds01.gpu.cli.DEFAULT_POLICY_PATH", policy_file)
+    code, out, _ = run(capsys, "gpu", "queue", "join", "--kind", "1g.5gb")
+    assert code == 0 and "is reserved for you until" in out  # a 1g.5gb was free
+    code, out, _ = run(capsys, "gpu", "queue", "--json")
+    (entry,) = json.loads(out)
+    assert (entry["user"], entry["state"], entry["kind"]) == (me, "reserved", "1g.5gb")
+    code, out, _ = run(capsys, "gpu", "notice")
+    assert "DS01 GPU: a 1g.5gb" in out
+    code, out, _ = run(capsys, "gpu", "queue", "join", "--kind", "gpu")
+    assert code == 1
+    code, out, _ = run(capsys, "gpu", "queue", "leave", "--all")
+    assert out.strip() == "left 1 queue entry"
+
+
+def test_bad_kind_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["gpu", "queue", "join", "--kind", "huge"])
+    assert e.value.code == 2
+
+
+def test_admin_commands_need_root(policy_file, capsys, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as e:
+        main(["gpu", "drain", "MIG-x", "--policy", policy_file])
+    assert e.value.code == 2 and "admin command" in capsys.readouterr().err
+
+
+def test_drain_release_and_reconcile(policy_file, as_root, capsys):
+    code, out, _ = run(capsys, "gpu", "status", "--json", "--policy", policy_file)
+    uuid = json.loads(out)["units"][0]["uuid"]
+    assert run(capsys, "gpu", "drain", uuid, "--policy", policy_file)[0] == 0
+    snap = json.loads(run(capsys, "gpu", "status", "--json", "--policy", policy_file)[1])
+    assert snap["units"][0]["state"] == "drained"
+    assert run(capsys, "gpu", "drain", uuid, "--undo", "--policy", policy_file)[0] == 0
+    code, out, _ = run(capsys, "gpu", "release", uuid, "--policy", policy_file)
+    assert code == 0 and "was not held" in out
+    code, _, err = run(capsys, "gpu", "release", "MIG-none", "--policy", policy_file)
+    assert code == 1 and "no GPU unit MIG-none" in err
+    code, out, _ = run(capsys, "gpu", "reconcile", "--policy", policy_file)
+    assert code == 0 and "reconciled in" in out
+
+
+def test_probe_without_nvml_prints_an_empty_layout(capsys):
+    code, out, _ = run(capsys, "gpu", "probe", "--json", "--backend", "nvml")
+    data = json.loads(out)
+    assert code == 0 and data["gpus"] == [] and data["backend"] == "none" and data["error"]
