@@ -69,10 +69,18 @@ def _read_directory(policy: Policy):
 
 
 def cmd_directory(args: argparse.Namespace) -> int:
+    """The directory as this server reads it, plus what the deploy's plan needs
+    from the server: which candidate names resolve through NSS here and the
+    user count of the last good sync (the fail-safe's baseline)."""
+    from ds01.identity import local, sync
+
     policy = load_or_exit(args.policy)
     view, error = _read_directory(policy)
     out = view.to_json() if view else {"users": [], "group_parents": {}}
-    print(json.dumps({**out, "error": error, "enabled": policy.identity.directory.enabled}))
+    resolvable = sorted(local.resolvable(sync.candidate_names(view, policy)))
+    baseline = sync.State.load(policy.identity.sync.state_file).directory_users
+    print(json.dumps({**out, "error": error, "enabled": policy.identity.directory.enabled,
+                      "resolvable": resolvable, "baseline": baseline}))  # fmt: skip
     return 1 if error else 0
 
 

@@ -185,7 +185,7 @@ class State:
     def load(cls, path: str) -> State:
         try:
             data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):  # first run, or a reader that is not root
             return cls()
         return cls(directory_users=data.get("directory_users"), known=data.get("known", {}))
 
@@ -298,3 +298,17 @@ class Lock:
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def desired_from_facts(
+    policy: Policy, seen: dict | None, current: dict[str, set[str]]
+) -> tuple[dict[str, list[str]], str | None]:
+    """The deploy's side: (exact members per managed group, why removals are
+    refused) from the server's ``ds01 users directory`` output (``seen``) and
+    the groups as they are. ``seen`` is None while ds01 is not installed yet:
+    then the groups keep their members and the sync run by the deploy fills them."""
+    if seen is None:
+        return {g: sorted(current.get(g, ())) for g in managed_groups(policy)}, None
+    view = DirectoryView.from_json(seen) if not seen["error"] else None
+    p = plan(policy, view, seen["error"], current, set(seen["resolvable"]), baseline=seen["baseline"])
+    return p.desired, p.refused
