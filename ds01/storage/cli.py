@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--quiet", action="store_true", help="print nothing unless something failed")
     p.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    # Tests only: purge as if it were this Unix time (a file's ctime cannot be backdated).
+    p.add_argument("--as-of", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_purge)
     u = ssub.add_parser("usage", help="your disk usage against your quota")
     u.add_argument("user", nargs="?", help="another user (root only)")
@@ -48,7 +50,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         return 2
     area = scratch[0]
     try:
-        report = purge.run_locked(area, dry_run=args.dry_run)
+        report = purge.run_locked(area, dry_run=args.dry_run, now=args.as_of)
     except purge.Locked as e:
         print(f"ds01 storage purge: {e}", file=sys.stderr)
         return 1

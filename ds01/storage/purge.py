@@ -243,14 +243,15 @@ class Locked(Exception):
 
 
 def run_locked(area: Area, dry_run: bool, log_file: str = LOG_FILE,
-               notice_dir: str = NOTICE_DIR, lock_file: str = LOCK_FILE) -> Report:
+               notice_dir: str = NOTICE_DIR, lock_file: str = LOCK_FILE,
+               now: float | None = None) -> Report:
     """The scheduled job: one purge at a time, logged, notices refreshed."""
     with open(lock_file, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Locked(f"another scratch purge holds {lock_file}; not starting a second") from None
-        now = time.time()
+        now = time.time() if now is None else now
         report = purge(area, now=now, dry_run=dry_run)
         if not dry_run:
             os.makedirs(os.path.dirname(log_file), mode=0o750, exist_ok=True)
