@@ -1,0 +1,81 @@
+"""The GPU/MIG layout of a host, as its NVML sees it."""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra.api import FactBase
+
+from ds01.gpu.layout import Layout
+
+EMPTY = {"backend": "none", "driver": None, "error": "no NVIDIA driver on this host", "gpus": []}
+# Before the base deploy installed ds01, nvidia-smi still tells whether the host
+# has NVIDIA GPUs (enough to decide on the container toolkit's configuration).
+SMI_QUERY = "index,uuid,name,memory.total,mig.mode.current,mig.mode.pending"
+
+
+class GpuLayout(FactBase[dict]):
+    """
+    The layout printed by ``ds01 gpu probe --json --backend nvml`` on the host
+    (see ``ds01/gpu/layout.py`` for every field); where ds01 is not installed
+    yet, the GPUs from ``nvidia-smi`` (no MIG instances); on a host without an
+    NVIDIA driver, an empty layout (not an error).
+
+    .. code:: python
+
+        {"backend": "nvml", "driver": "550.54.15", "error": None,
+         "gpus": [{"index": 0, "uuid": "GPU-...", "name": "NVIDIA A100-SXM4-40GB",
+                   "memory_total": 42949672960, "mig_current": True, "slices": 7,
+                   "instances": [{"uuid": "MIG-...", "profile": "3g.20gb", ...}], ...}]}
+    """
+
+    default = dict
+
+    def command(self) -> str:
+        return (
+            "if [ -x /opt/ds01/venv/bin/ds01 ]; then "
+            "/opt/ds01/venv/bin/ds01 gpu probe --json --backend nvml; "
+            "elif command -v nvidia-smi >/dev/null; then "
+            f"nvidia-smi --query-gpu={SMI_QUERY} --format=csv,noheader,nounits; "
+            "fi 2>/dev/null || true"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        text = "\n".join(output).strip()
+        if not text:
+            return dict(EMPTY)
+        if text.startswith("{"):
+            try:
+                return Layout.from_json(json.loads(text)).to_json()
+            except ValueError as e:  # json.JSONDecodeError is a ValueError
+                return {**EMPTY, "error": f"unreadable probe output: {e}"}
+        return _from_smi(output)
+
+
+def _mig(value: str) -> bool | None:
+    return {"enabled": True, "disabled": False}.get(value.strip().lower())
+
+
+def _from_smi(lines: list[str]) -> dict:
+    gpus = []
+    for line in lines:
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 6 or not fields[0].isdigit():
+            return {**EMPTY, "error": f"unexpected nvidia-smi output: {line!r}"}
+        index, uuid, name, mem_mib, current, pending = fields
+        gpus.append(
+            {
+                "index": int(index),
+                "uuid": uuid,
+                "name": name,
+                "memory_total": int(mem_mib) * 1024**2 if mem_mib.isdigit() else 0,
+                "memory_used": None,
+                "utilization": None,
+                "mig_current": _mig(current),
+                "mig_pending": _mig(pending),
+                "slices": None,
+                "processes": [],
+                "instances": [],
+            }
+        )
+    return {"backend": "nvidia-smi", "driver": None, "error": None, "gpus": gpus}

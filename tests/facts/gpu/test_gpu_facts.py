@@ -1,0 +1,74 @@
+"""Fixture tests of facts.gpu: recorded probe output -> parsed fact.
+
+Each gpu.<case>.json holds the fact's command, the output recorded on a host
+(its "note" says which: the simulated backend, the build machine without a
+driver, nvidia-smi's documented format, or the NVML backend over the fake
+pynvml; no real NVIDIA GPU was at hand when they were recorded), and the fact
+expected from it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ds01.gpu.layout import Layout
+from facts.gpu import GpuLayout
+
+HERE = Path(__file__).parent
+FIXTURES = sorted(HERE.glob("gpu.*.json"))
+
+
+def load(case: str) -> dict:
+    return json.loads((HERE / f"gpu.{case}.json").read_text())
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
+def test_fact(fixture):
+    spec = json.loads(fixture.read_text())
+    assert GpuLayout().command() == spec["command"]
+    assert GpuLayout().process(spec["output"]) == spec["fact"]
+
+
+def units(case: str):
+    return Layout.from_json(GpuLayout().process(load(case)["output"])).units()
+
+
+def test_simulated_a100_units_and_weights():
+    got = [(u.gpu_index, u.kind, round(u.weight * 7)) for u in units("simulated_4xa100_two_mig")]
+    assert got == [
+        (0, "gpu", 7), (1, "gpu", 7),
+        (2, "3g.20gb", 3), (2, "2g.10gb", 2), (2, "1g.5gb", 1), (2, "1g.5gb", 1),
+        (3, "2g.10gb", 2), (3, "2g.10gb", 2), (3, "2g.10gb", 2), (3, "1g.5gb", 1),
+    ]  # fmt: skip
+
+
+def test_simulated_h100_units():
+    got = [(u.gpu_index, u.kind) for u in units("simulated_3xh100")]
+    assert got == [(0, "1g.12gb"), (0, "1g.12gb"), (0, "2g.24gb"), (0, "3g.47gb"),
+                   (1, "7g.94gb"), (2, "gpu")]  # fmt: skip
+
+
+def test_nvml_layout_keeps_processes_and_placement():
+    fact = GpuLayout().process(load("nvml_fake_pynvml_a100_mig")["output"])
+    whole, mig = fact["gpus"]
+    assert whole["processes"] == [{"pid": 31337, "memory_used": 3 * 1024**3}]
+    assert [(i["profile"], i["placement_start"], i["gi_id"]) for i in mig["instances"]] == [
+        ("3g.20gb", 0, 1), ("1g.5gb", 6, 13)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["nvml_no_driver", "no_ds01_no_nvidia_smi", "unreadable_probe"])
+def test_no_gpus_is_an_empty_layout_with_a_reason(case):
+    fact = GpuLayout().process(load(case)["output"])
+    assert fact["gpus"] == [] and fact["error"]
+
+
+def test_nvidia_smi_fallback_mig_modes():
+    fact = GpuLayout().process(load("nvidia_smi_fallback")["output"])
+    assert [(g["mig_current"], g["mig_pending"]) for g in fact["gpus"]] == [
+        (True, True), (False, True), (None, None)]  # fmt: skip
+    assert fact["gpus"][0]["memory_total"] == 40 * 1024**3
+
+
+def test_unexpected_nvidia_smi_line_is_reported():
+    fact = GpuLayout().process(["NVIDIA-SMI has failed because it couldn't communicate"])
+    assert fact["gpus"] == [] and "unexpected nvidia-smi output" in fact["error"]
