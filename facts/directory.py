@@ -48,3 +48,40 @@ class DirectoryView(FactBase[dict | None]):
             if key not in data:
                 raise ValueError(f"ds01 users directory printed no {key!r}: is the server's ds01 older?")
         return data
+
+
+class SecretSnippet(FactBase[str]):
+    """
+    Whether the SSSD snippet ``dest`` holds ``[section]`` and ``key = `` the
+    first line of ``secret_file``. Compared on the server, so the secret never
+    travels or shows in a log.
+
+    + secret_file: root-only file holding the secret
+    + dest: the snippet file
+    + section: ini section, e.g. ``domain/example.lan``
+    + key: ini key, e.g. ``ldap_default_authtok``
+
+    .. code:: python
+
+        "same"   # or "differ", or "missing" (no secret file on the server)
+    """
+
+    default = str
+
+    def command(self, secret_file: str, dest: str, section: str, key: str) -> StringCommand:
+        return StringCommand(
+            "if ! test -s", QuoteString(secret_file), "; then echo missing;",
+            "elif", snippet(secret_file, section, key), "| cmp -s -", QuoteString(dest),
+            "; then echo same; else echo differ; fi",
+        )  # fmt: skip
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else "missing"
+
+
+def snippet(secret_file: str, section: str, key: str) -> StringCommand:
+    """Shell that prints the snippet (its text is built on the server)."""
+    return StringCommand(
+        "{ printf '[%s]\\n%s = '", QuoteString(section), QuoteString(key), ";",
+        "head -n1", QuoteString(secret_file), "; }",
+    )  # fmt: skip

@@ -5,6 +5,7 @@
     python3 tests/integration/samba_ad.py start --dir DIR
     python3 tests/integration/samba_ad.py add-user --dir DIR NAME [--group CN]
     python3 tests/integration/samba_ad.py down --dir DIR     # stop and delete DIR
+    python3 tests/vm/vm.py up --guestfwd "$(python3 tests/integration/samba_ad.py guestfwd)"
 
 Samba listens on 127.0.0.1:389 (LDAP, StartTLS) and :636 (LDAPS) with a
 certificate made here for localhost, 127.0.0.1, 10.0.2.100 (the address the
@@ -319,14 +320,45 @@ def _relay(port: int) -> None:
     asyncio.run(main())
 
 
+def _stdio(port: int) -> None:
+    """Pump stdin/stdout to 127.0.0.1:port: QEMU runs this once per guest
+    connection for ``guestfwd=tcp:10.0.2.100:389-cmd:python3 samba_ad.py _stdio``
+    (a plain ``tcp:`` guestfwd target carries a single connection only)."""
+    import select
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    fin, fout = sys.stdin.fileno(), sys.stdout.fileno()
+    open_in = True
+    while True:
+        ready, _, _ = select.select([sock] + ([fin] if open_in else []), [], [])
+        if fin in ready:
+            data = os.read(fin, 65536)
+            if not data:
+                open_in = False
+                sock.shutdown(socket.SHUT_WR)
+            else:
+                sock.sendall(data)
+        if sock in ready:
+            data = sock.recv(65536)
+            if not data:
+                return
+            os.write(fout, data)
+
+
+def guestfwd_rule(port: int = LDAP_PORT) -> str:
+    """The vm.py --guestfwd rule that makes this DC reachable in the VM as 10.0.2.100:389."""
+    return f"tcp:10.0.2.100:389-cmd:{sys.executable} {Path(__file__).resolve()} _stdio --port {port}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("up", "start", "stop", "down", "add-user", "_populate", "_relay"):
+    for name in ("up", "start", "stop", "down", "add-user", "guestfwd", "_populate", "_relay",
+                 "_stdio"):  # fmt: skip
         p = sub.add_parser(name)
-        if name != "_relay":
+        if name not in ("_relay", "_stdio", "guestfwd"):
             p.add_argument("--dir", required=True, type=Path)
-        if name in ("up", "start", "_relay"):
+        if name in ("up", "start", "_relay", "_stdio", "guestfwd"):
             p.add_argument("--port", type=int, default=LDAP_PORT)
         if name in ("up", "_populate"):
             p.add_argument("--users", type=int, default=1100)
@@ -341,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         _populate(a.dir, a.users, a.name, a.group)
     elif a.cmd == "_relay":
         _relay(a.port)
+    elif a.cmd == "_stdio":
+        _stdio(a.port)
+    elif a.cmd == "guestfwd":
+        print(guestfwd_rule(a.port))
     elif a.cmd == "up":
         provision(a.dir.resolve(), a.users)
         start(a.dir.resolve(), a.port)
