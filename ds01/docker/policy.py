@@ -771,14 +771,14 @@ def _check_bind(src: str, caller: Caller, policy: Policy, facts: Facts) -> bool:
     if src not in facts.realpaths:
         raise Refused(f"internal error: bind source {src} was not resolved; request refused", 500)
     real = facts.realpaths[src]
+    sockets = {policy.docker.real_socket, policy.docker.user_socket, *DOCKER_SOCKETS}
+    for s in sockets:
+        if _within(s, norm) or real is not None and _within(s, real):
+            raise Refused(f"{src} would expose the docker socket ({s}) inside the container; "
+                          "that is root on the server and never allowed")
     if real is None:
         raise Refused(f"bind mount source {src} does not exist; create it first "
                       "(the daemon would create it owned by root)")
-    sockets = {policy.docker.real_socket, policy.docker.user_socket, *DOCKER_SOCKETS}
-    for s in sockets:
-        if _within(s, real) or _within(s, norm):
-            raise Refused(f"{src} would expose the docker socket ({s}) inside the container; "
-                          "that is root on the server and never allowed")
     if caller.is_admin:
         return True
     roots = bind_roots(caller, policy, facts.home_realpath)

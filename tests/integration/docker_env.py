@@ -130,6 +130,7 @@ class Env:
                 os.chown(p, uid, uid)
             h.chmod(0o700)
             self.callers[uid] = Caller(uid, uid, name, str(h), role, frozenset({str(uid)}))
+        self.callers[0] = Caller(0, 0, "root", "/root", None)
         self.glue = None
         if gpu:
             from ds01.docker.gpu import GpuGlue
@@ -156,12 +157,29 @@ class Env:
         return subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
                               input=input, timeout=timeout, user=uid, group=uid, cwd=home)
 
-    def python_as(self, uid: int, code: str):
-        """Python with the docker SDK run as ``uid``; ``client`` is connected to the service."""
-        prelude = f"import docker, json\nclient = docker.DockerClient(base_url='unix://{self.sock}')\n"
-        return subprocess.run(["python3", "-c", prelude + code], capture_output=True, text=True,
-                              timeout=60, user=uid, group=uid, cwd="/",
-                              env={"PATH": os.environ["PATH"], "HOME": "/"})
+    def python_as(self, uid: int, code: str) -> dict:
+        """Run ``code`` with the docker SDK in a child that has become ``uid``;
+        ``client`` is connected to the service; the code sets ``result``."""
+        import docker
+
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop to the user, talk to the service, report
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                scope = {"docker": docker, "client": docker.DockerClient(base_url=f"unix://{self.sock}")}
+                exec(code, scope)
+                os.write(w, json.dumps(scope["result"]).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read()
+        os.waitpid(pid, 0)
+        return json.loads(out)
 
     def close(self):
         self.service.stop()

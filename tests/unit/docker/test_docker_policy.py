@@ -26,7 +26,7 @@ from ds01.docker.policy import (
 )
 from ds01.names import user_slice
 
-from .world import ADMIN, AH, ALICE, BOB, CAROL, NOBODY, POLICY, decide_as, filters_of
+from docker_world import ADMIN, AH, ALICE, BOB, CAROL, NOBODY, POLICY, decide_as, filters_of
 
 G = 1024**3
 OK = "allow"
