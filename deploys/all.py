@@ -8,3 +8,4 @@ from pyinfra import local
 local.include("deploys/base.py")
 local.include("deploys/storage.py")
 local.include("deploys/slices.py")
+local.include("deploys/gpu.py")

@@ -333,6 +333,16 @@ class SimulatedGpu(Strict):
     mig_slices: int = Field(ge=1)  # compute slices of a MIG-capable GPU (7 on A100/H100)
     mig: list[Annotated[str, Field(pattern=r"^[1-9]g\.\d+gb$")]] | None  # null: MIG off
 
+    @model_validator(mode="after")
+    def _profiles_fit(self) -> SimulatedGpu:
+        used = sum(int(p.split("g.")[0]) for p in self.mig or [])
+        if used > self.mig_slices:
+            raise ValueError(
+                f"MIG profiles {self.mig} need {used} compute slices; the GPU has "
+                f"mig_slices = {self.mig_slices}"
+            )
+        return self
+
 
 class Gpu(Strict):
     backend: Literal["auto", "nvml", "simulated"]

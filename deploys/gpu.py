@@ -1,0 +1,82 @@
+"""GPU: the allocator's state directory, the reconciler/idle-reaper timer, the
+login notice and the queue's sudo rule.
+
+Policy: the ``gpu`` section (backend, simulated layout, state_dir,
+queue_reservation, reconcile_interval) and each role's ``gpu``, ``idle`` and
+``lifecycle`` keys. The logic lives in ds01/gpu/; this file only places it.
+Hosts without an NVIDIA driver (the test VM) run the simulated layout of the
+policy; a host with GPUs must have the NVIDIA container toolkit installed
+(from NVIDIA's repository) before this deploy runs.
+"""
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.facts.server import Which
+from pyinfra.operations import files, systemd
+
+from facts.gpu import GpuLayout
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = REPO / "templates/gpu"
+policy = host.data.policy
+gpu = policy.gpu
+
+# Preflight: the policy's backend must match the hardware.
+layout = host.get_fact(GpuLayout)
+gpus = layout["gpus"]
+if gpu.backend == "nvml" and not gpus:
+    raise SystemExit(
+        f"gpu on {host.name}: gpu.backend is 'nvml' but NVML shows no GPU "
+        f"({layout['error']}). Install the NVIDIA driver, or set gpu.backend to 'auto'."
+    )
+if gpu.backend == "simulated" and gpus:
+    raise SystemExit(
+        f"gpu on {host.name}: gpu.backend is 'simulated' but the host has {len(gpus)} NVIDIA "
+        "GPU(s); the allocator would hand out GPUs that do not exist. Set it to 'auto' or 'nvml'."
+    )
+if gpus and not host.get_fact(Which, command="nvidia-ctk"):
+    raise SystemExit(
+        f"gpu on {host.name}: the host has NVIDIA GPUs but no NVIDIA container toolkit "
+        "(nvidia-ctk). Install nvidia-container-toolkit from NVIDIA's repository first."
+    )
+
+state = f"{gpu.state_dir}/gpu"
+files.directory(name=f"GPU allocator state {state}", path=state,
+                user="root", group="root", mode="0755")  # fmt: skip
+
+service = files.template(
+    name="Reconciler unit /etc/systemd/system/ds01-gpu-reconcile.service",
+    src=str(TEMPLATES / "ds01-gpu-reconcile.service.j2"),
+    dest="/etc/systemd/system/ds01-gpu-reconcile.service",
+    user="root", group="root", mode="0644",
+    state_dir=gpu.state_dir, timeout=max(gpu.reconcile_interval, 60),
+)  # fmt: skip
+timer = files.template(
+    name=f"Reconciler timer ds01-gpu-reconcile.timer (every {gpu.reconcile_interval}s)",
+    src=str(TEMPLATES / "ds01-gpu-reconcile.timer.j2"),
+    dest="/etc/systemd/system/ds01-gpu-reconcile.timer",
+    user="root", group="root", mode="0644",
+    interval=gpu.reconcile_interval,
+)  # fmt: skip
+systemd.service(
+    name="Reconciler timer enabled and running",
+    service="ds01-gpu-reconcile.timer",
+    running=True, enabled=True,
+    daemon_reload=service.will_change or timer.will_change,
+    restarted=timer.will_change,
+)  # fmt: skip
+
+files.template(
+    name="GPU notice at login /etc/profile.d/ds01-gpu-notice.sh",
+    src=str(TEMPLATES / "ds01-gpu-notice.sh.j2"),
+    dest="/etc/profile.d/ds01-gpu-notice.sh",
+    user="root", group="root", mode="0644",
+)  # fmt: skip
+files.template(
+    name="Queue join/leave through sudo /etc/sudoers.d/ds01-gpu-queue",
+    src=str(TEMPLATES / "ds01-gpu-queue.sudoers.j2"),
+    dest="/etc/sudoers.d/ds01-gpu-queue",
+    user="root", group="root", mode="0440",
+    ds01="/usr/local/bin/ds01",
+)  # fmt: skip
