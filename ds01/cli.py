@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "ds01.storage.cli",
     "ds01.identity.cli",
     "ds01.gpu.cli",
+    "ds01.docker.cli",
 )
 
 

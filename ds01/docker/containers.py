@@ -28,8 +28,10 @@ def docker_time(value: str | None) -> float | None:
 def cpu_percent(prev: tuple[int, int] | None, stats: dict) -> tuple[float | None, tuple[int, int]]:
     """CPU use since ``prev`` (total, system) in percent of one CPU."""
     cpu = stats.get("cpu_stats") or {}
-    now = (int((cpu.get("cpu_usage") or {}).get("total_usage") or 0),
-           int(cpu.get("system_cpu_usage") or 0))
+    now = (
+        int((cpu.get("cpu_usage") or {}).get("total_usage") or 0),
+        int(cpu.get("system_cpu_usage") or 0),
+    )
     if prev is None or now[1] <= prev[1]:
         return None, now
     cpus = cpu.get("online_cpus") or 1
@@ -58,11 +60,19 @@ class DockerContainers:
         api = self.client.api
         rows = api.containers(all=True, filters={"label": [OWNER]})
         infos = [api.inspect_container(r["Id"]) for r in rows]
-        gpu_running = [i["Id"] for i in infos
-                       if i["State"]["Running"] and (i["Config"]["Labels"] or {}).get(GPU)]
+        gpu_running = [
+            i["Id"]
+            for i in infos
+            if i["State"]["Running"] and (i["Config"]["Labels"] or {}).get(GPU)
+        ]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            stats = dict(zip(gpu_running, pool.map(
-                lambda cid: api.stats(cid, stream=False, one_shot=True), gpu_running), strict=True))
+            stats = dict(
+                zip(
+                    gpu_running,
+                    pool.map(lambda cid: api.stats(cid, stream=False, one_shot=True), gpu_running),
+                    strict=True,
+                )
+            )
         out = []
         for i in infos:
             labels = i["Config"]["Labels"] or {}
@@ -70,14 +80,19 @@ class DockerContainers:
             pct = None
             if s is not None:
                 pct, self._cpu[i["Id"]] = cpu_percent(self._cpu.get(i["Id"]), s)
-            out.append(ContainerInfo(
-                id=i["Id"], name=i["Name"].lstrip("/"), user=labels.get(OWNER, ""),
-                running=bool(i["State"]["Running"]),
-                started_at=docker_time(i["State"].get("StartedAt")),
-                finished_at=docker_time(i["State"].get("FinishedAt")),
-                gpu_uuids=[u for u in labels.get(GPU, "").split(",") if u],
-                cpu_percent=pct, net_bytes=net_bytes(s) if s else None,
-            ))
+            out.append(
+                ContainerInfo(
+                    id=i["Id"],
+                    name=i["Name"].lstrip("/"),
+                    user=labels.get(OWNER, ""),
+                    running=bool(i["State"]["Running"]),
+                    started_at=docker_time(i["State"].get("StartedAt")),
+                    finished_at=docker_time(i["State"].get("FinishedAt")),
+                    gpu_uuids=[u for u in labels.get(GPU, "").split(",") if u],
+                    cpu_percent=pct,
+                    net_bytes=net_bytes(s) if s else None,
+                )
+            )
         return out
 
     def stop(self, id: str, reason: str) -> None:

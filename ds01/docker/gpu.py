@@ -40,8 +40,12 @@ class GpuGlue:
       simulated backend, where no NVIDIA runtime exists)
     """
 
-    def __init__(self, policy: Policy, make_allocator: Callable[[], object] | None = None,
-                 device_requests: bool | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        make_allocator: Callable[[], object] | None = None,
+        device_requests: bool | None = None,
+    ):
         from ds01.gpu.allocator import Allocator, GpuError
 
         self.errors = (GpuError,)
@@ -64,8 +68,9 @@ class GpuGlue:
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     async def assign(self, name: str, caller: Caller, req: GpuRequest) -> list[str]:
-        a = await self._call("assign", name, caller.name, caller.role or rules.ADMIN_ROLE,
-                             req.count, req.kind)
+        a = await self._call(
+            "assign", name, caller.name, caller.role or rules.ADMIN_ROLE, req.count, req.kind
+        )
         return [u.uuid for u in a.units]
 
     async def allocate(self, name: str) -> None:

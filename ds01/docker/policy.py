@@ -187,7 +187,11 @@ _r("GET", "/containers/json", "containers.list")
 _r("POST", "/containers/create", "containers.create", "json")
 _r("POST", "/containers/prune", "prune")
 _r("GET", f"/containers/{_C}/(json|top|logs|changes|export|stats|attach/ws)", "container.read")
-_r("POST", f"/containers/{_C}/(resize|stop|restart|kill|pause|unpause|attach|wait)", "container.act")
+_r(
+    "POST",
+    f"/containers/{_C}/(resize|stop|restart|kill|pause|unpause|attach|wait)",
+    "container.act",
+)
 _r("POST", f"/containers/{_C}/start", "container.start")
 _r("POST", f"/containers/{_C}/update", "container.update", "json")
 _r("POST", f"/containers/{_C}/rename", "container.rename")
@@ -221,7 +225,11 @@ _r("POST", "/volumes/create", "volumes.create", "json")
 _r("POST", "/volumes/prune", "prune")
 _r("GET", f"/volumes/{_C}", "volume.read")
 _r("DELETE", f"/volumes/{_C}", "volume.remove")
-_r("GET HEAD POST PUT DELETE", "/(grpc|swarm|nodes|services|tasks|secrets|configs|plugins)(/.*)?", "admin")
+_r(
+    "GET HEAD POST PUT DELETE",
+    "/(grpc|swarm|nodes|services|tasks|secrets|configs|plugins)(/.*)?",
+    "admin",
+)
 _r("PUT", f"/volumes/{_C}", "admin")
 
 
@@ -362,8 +370,10 @@ def _own(caller: Caller, facts: Facts, kind: str, ref: str) -> Target:
 def _readable_image(caller: Caller, facts: Facts, ref: str) -> Target | None:
     t = _need(facts, "image", ref)
     if t is not None and t.owner and t.owner != caller.name and not caller.is_admin:
-        raise Refused(f"image {ref} was built by {t.owner}; you may only use your own images "
-                      "and the shared base images")
+        raise Refused(
+            f"image {ref} was built by {t.owner}; you may only use your own images "
+            "and the shared base images"
+        )
     return t
 
 
@@ -431,9 +441,15 @@ def _joined_containers(body: dict) -> list[str]:
 def _networks_of(body: dict) -> list[str]:
     host = _d(body.get("HostConfig"), "HostConfig")
     mode = _str(host.get("NetworkMode"), "HostConfig.NetworkMode")
-    nets = [] if mode in USER_NETWORK_MODES or mode == "host" or mode.startswith("container:") else [mode]
-    endpoints = _d(_d(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"),
-                   "EndpointsConfig")
+    nets = (
+        []
+        if mode in USER_NETWORK_MODES or mode == "host" or mode.startswith("container:")
+        else [mode]
+    )
+    endpoints = _d(
+        _d(body.get("NetworkingConfig"), "NetworkingConfig").get("EndpointsConfig"),
+        "EndpointsConfig",
+    )
     nets += [n for n in endpoints if n not in BUILTIN_NETWORKS]
     return nets
 
@@ -451,7 +467,10 @@ def needs(req: Request, caller: Caller, rt: Route) -> Needs:
     elif e == "image.read" or e == "image.remove":
         n.targets.append(("image", ref))
     elif e == "image.tag":
-        n.targets += [("image", ref), ("image", _image_ref(req.q("repo"), req.q("tag") or "latest"))]
+        n.targets += [
+            ("image", ref),
+            ("image", _image_ref(req.q("repo"), req.q("tag") or "latest")),
+        ]
     elif e.startswith("network.") and e != "network.connect":
         n.targets.append(("network", ref))
     elif e == "network.connect":
@@ -464,8 +483,11 @@ def needs(req: Request, caller: Caller, rt: Route) -> Needs:
     elif e == "images.save":
         n.targets += [("image", name) for name in req.query.get("names", [])]
     elif e == "build":
-        n.targets += [("image", t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest")
-                      for t in req.query.get("t", []) if t]
+        n.targets += [
+            ("image", t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest")
+            for t in req.query.get("t", [])
+            if t
+        ]
     elif e == "images.create":
         if req.q("fromImage"):
             n.targets.append(("image", _image_ref(req.q("fromImage"), req.q("tag") or "latest")))
@@ -500,8 +522,11 @@ def decide(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decisi
     """Allow (possibly rewritten) or deny one request. Never raises."""
     rt = route(req.method, req.path)
     if rt is None:
-        return Deny(403, f"{req.method} {req.path} is not available through the DS01 docker "
-                         "service (if you need it, ask the admins)")
+        return Deny(
+            403,
+            f"{req.method} {req.path} is not available through the DS01 docker "
+            "service (if you need it, ask the admins)",
+        )
     if rt.body == "json" and not isinstance(req.body, dict) and req.body is not None:
         return Deny(400, "malformed request: the body must be a JSON object")
     try:
@@ -517,18 +542,29 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
     if e in ("ping", "version"):
         return Allow(endpoint=e)
     if not caller.role and not caller.is_admin:
-        raise Refused(f"user {caller.name} has no DS01 role, so docker is not available to them; "
-                      "ask the admins to add the account to a ds01-<role> group")
+        raise Refused(
+            f"user {caller.name} has no DS01 role, so docker is not available to them; "
+            "ask the admins to add the account to a ds01-<role> group"
+        )
     admin = caller.is_admin
 
     if e in ("admin", "prune"):
         if admin:
             return Allow(endpoint=e)
         what = "pruning" if e == "prune" else f"{req.method} {rt.path}"
-        raise Refused(f"{what} is for admins only on DS01; remove your own objects by name "
-                      "(docker rm, docker image rm, docker volume rm)")
-    if e in ("info", "auth", "distribution", "session", "images.search", "build.cancel",
-             "images.load"):
+        raise Refused(
+            f"{what} is for admins only on DS01; remove your own objects by name "
+            "(docker rm, docker image rm, docker volume rm)"
+        )
+    if e in (
+        "info",
+        "auth",
+        "distribution",
+        "session",
+        "images.search",
+        "build.cancel",
+        "images.load",
+    ):
         return Allow(endpoint=e)
 
     # ----- lists and events: users see their own objects only
@@ -543,15 +579,23 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
     if e.startswith("container."):
         t = _own(caller, facts, "container", ref)
         if e == "container.archive" and t.labels.get(RUN_AS) and not admin:
-            raise Refused(f"docker cp is not available for {t.name or ref}: it has bind mounts, and "
-                          "the daemon would copy as root through them; copy through the "
-                          "bind-mounted folder instead")
+            raise Refused(
+                f"docker cp is not available for {t.name or ref}: it has bind mounts, and "
+                "the daemon would copy as root through them; copy through the "
+                "bind-mounted folder instead"
+            )
         if e == "container.rename" and t.labels.get(GPU):
-            raise Refused(f"{t.name or ref} holds a GPU and is known to the GPU allocator by its "
-                          "name; it cannot be renamed (create a new container instead)")
+            raise Refused(
+                f"{t.name or ref} holds a GPU and is known to the GPU allocator by its "
+                "name; it cannot be renamed (create a new container instead)"
+            )
         if e == "container.update":
-            _check_update(_d(req.body, "body"), policy.limits_for(caller.role or ADMIN_ROLE, caller.name),
-                          t, admin)
+            _check_update(
+                _d(req.body, "body"),
+                policy.limits_for(caller.role or ADMIN_ROLE, caller.name),
+                t,
+                admin,
+            )
         if e == "container.exec":
             _check_exec(_d(req.body, "body"), caller, t)
         return Allow(endpoint=e, target=t)
@@ -574,8 +618,10 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
             raise _no_such("image", ref)
         if not admin and t.owner != caller.name:
             whose = f"{t.owner}'s image" if t.owner else "a shared base image"
-            raise Refused(f"{ref} is {whose}; you may only remove images you built "
-                          "(unused images are pruned on schedule)")
+            raise Refused(
+                f"{ref} is {whose}; you may only remove images you built "
+                "(unused images are pruned on schedule)"
+            )
         return Allow(endpoint=e)
     if e == "image.tag":
         src = _need(facts, "image", ref)
@@ -597,7 +643,9 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
     if e == "commit":
         _own(caller, facts, "container", req.q("container"))
         if req.q("repo"):
-            _not_others_image_name(caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest"))
+            _not_others_image_name(
+                caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest")
+            )
         body = dict(_d(req.body, "body"))
         body["Labels"] = _relabel(body.get("Labels"), caller, "Labels")
         query = dict(req.query)
@@ -628,7 +676,9 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
         if t is None:
             raise _no_such("network", ref)
         if not admin and t.owner != caller.name and t.name not in ("bridge", "default"):
-            raise Refused(f"network {ref} is not yours; connect your containers to your own networks")
+            raise Refused(
+                f"network {ref} is not yours; connect your containers to your own networks"
+            )
         body = _d(req.body, "body")
         _own(caller, facts, "container", _str(body.get("Container"), "Container"))
         return Allow(endpoint=e)
@@ -645,12 +695,16 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
 
 def _images_create(req: Request, caller: Caller, facts: Facts) -> Decision:
     if req.q("fromImage"):
-        _not_others_image_name(caller, facts, _image_ref(req.q("fromImage"), req.q("tag") or "latest"))
+        _not_others_image_name(
+            caller, facts, _image_ref(req.q("fromImage"), req.q("tag") or "latest")
+        )
         return Allow(endpoint="images.create")
     # docker import: the new image is the caller's
     if req.q("fromSrc") not in ("-",) and not caller.is_admin:
-        raise Refused("docker import from a URL is not available on DS01; download the file and "
-                      "import it from standard input (docker import FILE)")
+        raise Refused(
+            "docker import from a URL is not available on DS01; download the file and "
+            "import it from standard input (docker import FILE)"
+        )
     if req.q("repo"):
         _not_others_image_name(caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest"))
     query = dict(req.query)
@@ -662,14 +716,18 @@ def _images_create(req: Request, caller: Caller, facts: Facts) -> Decision:
 def _build(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decision:
     admin = caller.is_admin
     if req.q("remote") and not admin:
-        raise Refused("building from a remote URL is not available on DS01 (the daemon would "
-                      "fetch it from the server); clone or download it and build the folder")
+        raise Refused(
+            "building from a remote URL is not available on DS01 (the daemon would "
+            "fetch it from the server); clone or download it and build the folder"
+        )
     mode = req.q("networkmode")
     if mode not in USER_NETWORK_MODES and not admin:
         raise Refused(f"build network mode {mode!r} is not allowed; use the default network")
     for t in req.query.get("t", []):
         if t:
-            _not_others_image_name(caller, facts, t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest")
+            _not_others_image_name(
+                caller, facts, t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest"
+            )
     query = dict(req.query)
     try:
         given = json.loads(req.q("labels") or "{}")
@@ -692,8 +750,10 @@ def _volume_create(body: dict, caller: Caller) -> dict:
         if driver != "local":
             raise Refused(f"volume driver {driver!r} is not allowed; use the default (local)")
         if _d(body.get("DriverOpts"), "DriverOpts"):
-            raise Refused("volume driver options are not allowed: a local volume with options can "
-                          "bind any host path; use a plain volume or a bind mount of your home")
+            raise Refused(
+                "volume driver options are not allowed: a local volume with options can "
+                "bind any host path; use a plain volume or a bind mount of your home"
+            )
         if body.get("ClusterVolumeSpec"):
             raise Refused("cluster volumes are not available on DS01")
     out = dict(body)
@@ -774,11 +834,15 @@ def _check_bind(src: str, caller: Caller, policy: Policy, facts: Facts) -> bool:
     sockets = {policy.docker.real_socket, policy.docker.user_socket, *DOCKER_SOCKETS}
     for s in sockets:
         if _within(s, norm) or real is not None and _within(s, real):
-            raise Refused(f"{src} would expose the docker socket ({s}) inside the container; "
-                          "that is root on the server and never allowed")
+            raise Refused(
+                f"{src} would expose the docker socket ({s}) inside the container; "
+                "that is root on the server and never allowed"
+            )
     if real is None:
-        raise Refused(f"bind mount source {src} does not exist; create it first "
-                      "(the daemon would create it owned by root)")
+        raise Refused(
+            f"bind mount source {src} does not exist; create it first "
+            "(the daemon would create it owned by root)"
+        )
     if caller.is_admin:
         return True
     roots = bind_roots(caller, policy, facts.home_realpath)
@@ -801,12 +865,17 @@ def _gpu_request(host: dict, env: list[str], limits: Role) -> GpuRequest | None:
     count, kind = 0, None
     for dr in _lst(host.get("DeviceRequests"), "HostConfig.DeviceRequests"):
         dr = _d(dr, "a device request")
-        caps = [c for group in _lst(dr.get("Capabilities"), "Capabilities")
-                for c in _lst(group, "Capabilities")]
+        caps = [
+            c
+            for group in _lst(dr.get("Capabilities"), "Capabilities")
+            for c in _lst(group, "Capabilities")
+        ]
         driver = _str(dr.get("Driver"), "Driver")
         if driver not in ("", "nvidia") or (driver == "" and "gpu" not in caps):
-            raise Refused(f"device request for driver {driver!r} is not available; only GPUs "
-                          "(--gpus N) may be requested")
+            raise Refused(
+                f"device request for driver {driver!r} is not available; only GPUs "
+                "(--gpus N) may be requested"
+            )
         ids = [_str(i, "DeviceIDs") for i in _lst(dr.get("DeviceIDs"), "DeviceIDs")]
         n = _int(dr.get("Count"), "Count")
         if ids:
@@ -815,17 +884,21 @@ def _gpu_request(host: dict, env: list[str], limits: Role) -> GpuRequest | None:
                 kind = profiles.pop()
             count += len(ids)
         elif n < 0:
-            raise Refused(f"--gpus all is not available on DS01: ask for a number of GPUs "
-                          f"(--gpus 1; your role may use up to {limits.gpu.max_units_per_container} "
-                          "per container)")
+            raise Refused(
+                f"--gpus all is not available on DS01: ask for a number of GPUs "
+                f"(--gpus 1; your role may use up to {limits.gpu.max_units_per_container} "
+                "per container)"
+            )
         else:
             count += n
     for item in env:
         key, _, val = item.partition("=")
         if key == "NVIDIA_VISIBLE_DEVICES" and val.strip().lower() not in _NO_GPU:
             if val.strip().lower() == "all":
-                raise Refused("NVIDIA_VISIBLE_DEVICES=all is not available on DS01: ask for a "
-                              "number of GPUs (--gpus 1)")
+                raise Refused(
+                    "NVIDIA_VISIBLE_DEVICES=all is not available on DS01: ask for a "
+                    "number of GPUs (--gpus 1)"
+                )
             if count == 0:
                 count = len([v for v in val.split(",") if v.strip()])
     if count == 0:
@@ -863,9 +936,11 @@ def _run_as_caller(config: dict, host: dict, caller: Caller) -> None:
     if user:
         name, _, group = user.partition(":")
         if name not in (str(caller.uid), caller.name):
-            raise Refused(f"containers with bind mounts run as you ({caller.name}, uid {caller.uid}): "
-                          f"--user {user} would let the container use your folders as another "
-                          f"user; drop --user or use --user {caller.uid}:{caller.gid}")
+            raise Refused(
+                f"containers with bind mounts run as you ({caller.name}, uid {caller.uid}): "
+                f"--user {user} would let the container use your folders as another "
+                f"user; drop --user or use --user {caller.uid}:{caller.gid}"
+            )
         if group and group not in (str(caller.gid), *caller.groups):
             raise Refused(f"--user {user}: you are not in group {group}")
         gid = group if group.isdigit() else str(caller.gid) if not group else group
@@ -876,8 +951,10 @@ def _run_as_caller(config: dict, host: dict, caller: Caller) -> None:
         if _str(g, "GroupAdd") not in caller.groups:
             raise Refused(f"--group-add {g}: you are not in that group")
     if _lst(host.get("CapAdd"), "CapAdd"):
-        raise Refused("containers with bind mounts get no added capabilities (--cap-add): they "
-                      "could bypass file permissions on the mounted folders")
+        raise Refused(
+            "containers with bind mounts get no added capabilities (--cap-add): they "
+            "could bypass file permissions on the mounted folders"
+        )
     opts = [o for o in _lst(host.get("SecurityOpt"), "SecurityOpt")]
     if not any(o.startswith("no-new-privileges") for o in opts):
         opts.append("no-new-privileges")
@@ -903,17 +980,23 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         if facts.owned_containers is None:
             raise Refused("internal error: your containers were not counted; request refused", 500)
         if facts.owned_containers >= cap:
-            raise Refused(f"you have {facts.owned_containers} containers, the most your role "
-                          f"({role}) may have is {cap}; remove one first (docker rm NAME)")
+            raise Refused(
+                f"you have {facts.owned_containers} containers, the most your role "
+                f"({role}) may have is {cap}; remove one first (docker rm NAME)"
+            )
 
     if not admin:
         if host.get("Privileged"):
-            raise Refused("privileged containers are not allowed on DS01 (--privileged gives "
-                          "the container root on the server)")
+            raise Refused(
+                "privileged containers are not allowed on DS01 (--privileged gives "
+                "the container root on the server)"
+            )
         allowed = {_normcap(c) for c in policy.docker.allowed_capabilities}
         for c in _lst(host.get("CapAdd"), "CapAdd"):
             if _normcap(_str(c, "CapAdd")) not in allowed:
-                raise Refused(f"capability {c} is not allowed; allowed: {', '.join(sorted(allowed))}")
+                raise Refused(
+                    f"capability {c} is not allowed; allowed: {', '.join(sorted(allowed))}"
+                )
         for key, why in _HOST_MODES.items():
             if _str(host.get(key), f"HostConfig.{key}") == "host":
                 raise Refused(f"{why} is not allowed on DS01")
@@ -963,8 +1046,12 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
             if _need(facts, "volume", src) is not None:
                 _own(caller, facts, "volume", src)
             target, _, opts = rest.partition(":")
-            mount = {"Type": "volume", "Source": src, "Target": target,
-                     "VolumeOptions": {"Labels": ownership_labels(caller)}}
+            mount = {
+                "Type": "volume",
+                "Source": src,
+                "Target": target,
+                "VolumeOptions": {"Labels": ownership_labels(caller)},
+            }
             flags = opts.split(",") if opts else []
             if "ro" in flags:
                 mount["ReadOnly"] = True
@@ -986,8 +1073,10 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         elif mtype == "volume":
             vo = dict(_d(m.get("VolumeOptions"), "VolumeOptions"))
             if _d(vo.get("DriverConfig"), "DriverConfig") and not admin:
-                raise Refused("volume driver options in a mount are not allowed: they can bind any "
-                              "host path; use a plain volume")
+                raise Refused(
+                    "volume driver options in a mount are not allowed: they can bind any "
+                    "host path; use a plain volume"
+                )
             if m.get("Source"):
                 t = _need(facts, "volume", m["Source"])
                 if t is not None:
@@ -1021,8 +1110,10 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
     if gpu:
         restart = _str(_d(host.get("RestartPolicy"), "RestartPolicy").get("Name"), "RestartPolicy")
         if restart not in ("", "no"):
-            raise Refused(f"GPU containers cannot use --restart {restart}: the daemon would start "
-                          "them without asking the GPU allocator; start them with docker start")
+            raise Refused(
+                f"GPU containers cannot use --restart {restart}: the daemon would start "
+                "them without asking the GPU allocator; start them with docker start"
+            )
         if not req.q("name"):
             query["name"] = [gpu_container_name(caller.name)]
     body["Labels"] = labels
@@ -1040,8 +1131,9 @@ def apply_gpu(body: dict, uuids: list[str], device_requests: bool) -> dict:
     out = dict(body)
     host = dict(out.get("HostConfig") or {})
     if device_requests:
-        host["DeviceRequests"] = [{"Driver": "nvidia", "DeviceIDs": list(uuids),
-                                   "Capabilities": [["gpu"]]}]
+        host["DeviceRequests"] = [
+            {"Driver": "nvidia", "DeviceIDs": list(uuids), "Capabilities": [["gpu"]]}
+        ]
     out["HostConfig"] = host
     env = [x for x in out.get("Env") or [] if not x.startswith("NVIDIA_VISIBLE_DEVICES=")]
     out["Env"] = env + [f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}"]
@@ -1050,8 +1142,15 @@ def apply_gpu(body: dict, uuids: list[str], device_requests: bool) -> dict:
 
 
 _UPDATE_LIMITED = {"NanoCpus", "CpuQuota", "CpuPeriod", "Memory", "MemorySwap", "PidsLimit"}
-_UPDATE_FREE = {"CpuShares", "MemoryReservation", "CpusetCpus", "CpusetMems", "BlkioWeight",
-                "RestartPolicy", "CpuRealtimePeriod"}
+_UPDATE_FREE = {
+    "CpuShares",
+    "MemoryReservation",
+    "CpusetCpus",
+    "CpusetMems",
+    "BlkioWeight",
+    "RestartPolicy",
+    "CpuRealtimePeriod",
+}
 
 
 def _check_update(body: dict, limits: Role, t: Target, admin: bool) -> None:
@@ -1091,10 +1190,15 @@ def _check_exec(body: dict, caller: Caller, t: Target) -> None:
     if t.labels.get(RUN_AS):
         user = _str(body.get("User"), "User")
         name, _, group = user.partition(":")
-        if user and (name not in (str(caller.uid), caller.name)
-                     or group and group not in (str(caller.gid), *caller.groups)):
-            raise Refused(f"{t.name or t.ref} has bind mounts and runs as you (uid {caller.uid}); "
-                          f"exec as another user ({user}) is not allowed")
+        if user and (
+            name not in (str(caller.uid), caller.name)
+            or group
+            and group not in (str(caller.gid), *caller.groups)
+        ):
+            raise Refused(
+                f"{t.name or t.ref} has bind mounts and runs as you (uid {caller.uid}); "
+                f"exec as another user ({user}) is not allowed"
+            )
 
 
 # --------------------------------------------------------------------------

@@ -38,10 +38,26 @@ log = logging.getLogger("ds01.docker")
 MAX_HEAD = 64 * 1024  # request line + headers
 MAX_HEADERS = 100
 MAX_LIST_RESPONSE = 256 * 1024 * 1024  # a filtered list response is read whole
-HOP_HEADERS = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-               "transfer-encoding", "content-length"}
-REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-           413: "Payload Too Large", 500: "Internal Server Error", 502: "Bad Gateway"}
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
 
 
 class BadRequest(Exception):
@@ -76,8 +92,9 @@ def nss_caller(uid: int, role_of: Callable[[str], str | None]) -> Caller | None:
         except KeyError:
             pass
     role = None if uid == 0 else role_of(pw.pw_name)
-    return Caller(uid, pw.pw_gid, pw.pw_name, pw.pw_dir, role,
-                  frozenset({str(g) for g in gids} | names))
+    return Caller(
+        uid, pw.pw_gid, pw.pw_name, pw.pw_dir, role, frozenset({str(g) for g in gids} | names)
+    )
 
 
 def default_role_of(policy: Policy) -> Callable[[str], str | None]:
@@ -220,8 +237,12 @@ def render_head(first: str, headers: list[tuple[str, str]]) -> bytes:
 
 def error_response(status: int, message: str, keep_alive: bool) -> bytes:
     body = json.dumps({"message": message}).encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-               ("Server", "ds01-docker"), ("Connection", "keep-alive" if keep_alive else "close")]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Server", "ds01-docker"),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]
     return render_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", headers) + body
 
 
@@ -241,7 +262,11 @@ class Upstream:
         reader, writer = await self.open()
         try:
             data = b"" if body is None else json.dumps(body).encode()
-            headers = [("Host", "docker"), ("Connection", "close"), ("Content-Length", str(len(data)))]
+            headers = [
+                ("Host", "docker"),
+                ("Connection", "close"),
+                ("Content-Length", str(len(data))),
+            ]
             if body is not None:
                 headers.append(("Content-Type", "application/json"))
             writer.write(render_head(f"{method} {path} HTTP/1.1", headers) + data)
@@ -266,8 +291,12 @@ class Upstream:
                 return None
             c = await self.target("container", _ok(status, data)["ContainerID"])
             return None if c is None else Target("exec", ref, c.name, c.labels, container=c.ref)
-        path = {"container": f"/containers/{q}/json", "image": f"/images/{q}/json",
-                "volume": f"/volumes/{q}", "network": f"/networks/{q}"}[kind]
+        path = {
+            "container": f"/containers/{q}/json",
+            "image": f"/images/{q}/json",
+            "volume": f"/volumes/{q}",
+            "network": f"/networks/{q}",
+        }[kind]
         status, data = await self.call("GET", path)
         if status == 404:
             return None
@@ -308,8 +337,13 @@ class AccessService:
     + gpu: a :class:`ds01.docker.gpu.GpuGlue` (None: GPU requests are refused)
     """
 
-    def __init__(self, policy: Policy, upstream: str | None = None,
-                 identify: Callable[[int], Caller | None] | None = None, gpu=None):
+    def __init__(
+        self,
+        policy: Policy,
+        upstream: str | None = None,
+        identify: Callable[[int], Caller | None] | None = None,
+        gpu=None,
+    ):
         self.policy = policy
         self.upstream = Upstream(upstream or policy.docker.real_socket)
         if identify is None:
@@ -433,15 +467,24 @@ class AccessService:
             return Allow(d.query, body, d.filter, d.gpu, d.endpoint, d.target)
         if d.endpoint == "container.start" and d.target and d.target.labels.get(rules.GPU):
             if self.gpu is None:
-                return Deny(409, "this container holds a GPU but the GPU allocator is not available")
+                return Deny(
+                    409, "this container holds a GPU but the GPU allocator is not available"
+                )
             try:
                 await self.gpu.allocate(d.target.name)
             except self.gpu.errors as e:
                 return Deny(409, e.message)
-        if d.endpoint == "container.act" and req.path.endswith("/restart") and d.target \
-                and d.target.labels.get(rules.GPU):
-            return Deny(409, f"{d.target.name} holds a GPU: restart it with docker stop and "
-                             "docker start, so that the GPU allocator sees both")
+        if (
+            d.endpoint == "container.act"
+            and req.path.endswith("/restart")
+            and d.target
+            and d.target.labels.get(rules.GPU)
+        ):
+            return Deny(
+                409,
+                f"{d.target.name} holds a GPU: restart it with docker stop and "
+                "docker start, so that the GPU allocator sees both",
+            )
         return d
 
     async def gpu_after(self, req: Request, d: Allow, status: int) -> None:
@@ -449,16 +492,26 @@ class AccessService:
             return
         if d.endpoint == "containers.create" and d.gpu and status >= 300:
             await self.gpu.forget(d.query["name"][-1])
-        elif d.endpoint == "container.start" and d.target and d.target.labels.get(rules.GPU) \
-                and status >= 300 and status != 304:
+        elif (
+            d.endpoint == "container.start"
+            and d.target
+            and d.target.labels.get(rules.GPU)
+            and status >= 300
+            and status != 304
+        ):
             await self.gpu.release(d.target.name)
-        elif d.endpoint == "container.remove" and d.target and d.target.labels.get(rules.GPU) \
-                and status < 300:
+        elif (
+            d.endpoint == "container.remove"
+            and d.target
+            and d.target.labels.get(rules.GPU)
+            and status < 300
+        ):
             await self.gpu.forget(d.target.name)
 
     # ----- forwarding
-    async def forward(self, reader, writer, head: Head, req: Request, split, caller: Caller,
-                      d: Allow, body) -> tuple[int, bool]:
+    async def forward(
+        self, reader, writer, head: Head, req: Request, split, caller: Caller, d: Allow, body
+    ) -> tuple[int, bool]:
         """Send the (rewritten) request upstream and the answer back; return
         (status, whether the client connection stays usable)."""
         method = req.method
@@ -479,7 +532,10 @@ class AccessService:
             payload = d.body if d.body is not None else body
             send_body = b"" if payload is None else json.dumps(payload).encode()
             headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(send_body)))]
+            headers += [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(send_body))),
+            ]
         elif head.chunked():
             headers.append(("Transfer-Encoding", "chunked"))
         elif head.length() is not None:
@@ -520,16 +576,23 @@ class AccessService:
                 raw = await read_body(up_reader, rhead, MAX_LIST_RESPONSE)
                 items = rules.filter_list(d.filter, json.loads(raw), caller)
                 data = json.dumps(items).encode()
-                out_headers = [(k, v) for k, v in out_headers
-                               if k.lower() not in ("content-length", "transfer-encoding")]
+                out_headers = [
+                    (k, v)
+                    for k, v in out_headers
+                    if k.lower() not in ("content-length", "transfer-encoding")
+                ]
                 out_headers.append(("Content-Length", str(len(data))))
                 writer.write(render_head(rhead.first, out_headers + [("Connection", "keep-alive")]))
                 writer.write(data)
                 await writer.drain()
                 return status, keep
             if framed or no_body:
-                writer.write(render_head(rhead.first,
-                                         out_headers + [("Connection", "keep-alive" if keep else "close")]))
+                writer.write(
+                    render_head(
+                        rhead.first,
+                        out_headers + [("Connection", "keep-alive" if keep else "close")],
+                    )
+                )
                 await writer.drain()
                 if not no_body:
                     await copy_body(up_reader, writer, rhead)
@@ -544,8 +607,13 @@ class AccessService:
             up_writer.close()
 
 
-def serve(policy: Policy, socket_path: str | None = None, group: str | None = None,
-          gpu=None, upstream: str | None = None) -> None:
+def serve(
+    policy: Policy,
+    socket_path: str | None = None,
+    group: str | None = None,
+    gpu=None,
+    upstream: str | None = None,
+) -> None:
     """Run the service until stopped (systemd socket activation when LISTEN_FDS is set)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -562,4 +630,3 @@ def serve(policy: Policy, socket_path: str | None = None, group: str | None = No
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
-

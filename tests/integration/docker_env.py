@@ -22,14 +22,18 @@ from ds01.docker.proxy import AccessService
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "ds01-test/debian:bookworm"
-ROOTFS_CACHE = Path(os.environ.get("DS01_TEST_CACHE", "/var/cache/ds01-test")) / "debian-minbase.tar"
+ROOTFS_CACHE = (
+    Path(os.environ.get("DS01_TEST_CACHE", "/var/cache/ds01-test")) / "debian-minbase.tar"
+)
 
 
 def rootfs_tar() -> Path:
     if not ROOTFS_CACHE.exists():
         ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
         tmp = ROOTFS_CACHE.with_suffix(".part")
-        subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp)], check=True)
+        subprocess.run(
+            ["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp)], check=True
+        )
         tmp.rename(ROOTFS_CACHE)
     return ROOTFS_CACHE
 
@@ -39,8 +43,9 @@ def test_policy_text(simulated: list[dict] | None = None) -> str:
     data = yaml.safe_load((REPO / "config/resource-allocation.yaml").read_text())
     for role in data["roles"].values():
         role["lifecycle"]["gpu_hold_after_stop"] = "0s"
-    data["roles"]["student"]["container"].update({"cpus": 1, "memory": "256m", "pids": 256,
-                                                  "shm_size": "64m"})
+    data["roles"]["student"]["container"].update(
+        {"cpus": 1, "memory": "256m", "pids": 256, "shm_size": "64m"}
+    )
     data["roles"]["student"]["lifecycle"]["max_containers"] = 6
     data["gpu"]["backend"] = "simulated"
     if simulated is not None:
@@ -54,10 +59,23 @@ class Dockerd:
         self.sock = root / "docker.sock"
         self.log = open(root / "dockerd.log", "w")
         self.proc = subprocess.Popen(
-            ["dockerd", "--host", f"unix://{self.sock}", "--data-root", str(root / "data"),
-             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"),
-             "--bridge", "none", "--iptables=false"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                "dockerd",
+                "--host",
+                f"unix://{self.sock}",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "--bridge",
+                "none",
+                "--iptables=false",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 60
         while not self.sock.exists() or self.cli("version", check=False).returncode != 0:
             if time.time() > deadline or self.proc.poll() is not None:
@@ -66,8 +84,9 @@ class Dockerd:
 
     def cli(self, *args, check=True, input=None):
         env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
-        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
-                              check=check, input=input)
+        return subprocess.run(
+            ["docker", *args], env=env, capture_output=True, text=True, check=check, input=input
+        )
 
     def inspect(self, ref: str) -> dict:
         return json.loads(self.cli("inspect", ref).stdout)[0]
@@ -92,8 +111,9 @@ class ServiceThread:
         self.path = path
         asyncio.run_coroutine_threadsafe(self.service.start(path, 0o666), self.loop).result(10)
         if gpu is not None:
-            self.watch = asyncio.run_coroutine_threadsafe(gpu.watch(self.service.upstream, 0.2),
-                                                          self.loop)
+            self.watch = asyncio.run_coroutine_threadsafe(
+                gpu.watch(self.service.upstream, 0.2), self.loop
+            )
 
     def stop(self):
         async def close():
@@ -101,6 +121,7 @@ class ServiceThread:
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
+
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -120,9 +141,12 @@ class Env:
         self.dockerd.cli("import", str(rootfs_tar()), IMAGE)
         home = self.root / "home"
         self.callers: dict[int, Caller] = {}
-        for uid, name, role in [(61001, "123456@example.lan", "student"),
-                                (61002, "654321@example.lan", "student"),
-                                (61003, "h.admin", "admin"), (61004, "x.guest", None)]:
+        for uid, name, role in [
+            (61001, "123456@example.lan", "student"),
+            (61002, "654321@example.lan", "student"),
+            (61003, "h.admin", "admin"),
+            (61004, "x.guest", None),
+        ]:
             h = home / name
             (h / "proj").mkdir(parents=True)
             (h / "proj" / "data.txt").write_text(f"{name}\n")
@@ -138,12 +162,16 @@ class Env:
             from ds01.gpu.simulated import SimulatedBackend
 
             db = str(self.root / "gpu.sqlite3")
-            self.glue = GpuGlue(self.policy, lambda: Allocator(
-                self.policy, db, backend=SimulatedBackend(self.policy)), device_requests=False)
+            self.glue = GpuGlue(
+                self.policy,
+                lambda: Allocator(self.policy, db, backend=SimulatedBackend(self.policy)),
+                device_requests=False,
+            )
             self.allocator_db = db
         self.sock = str(self.root / "ds01.sock")
-        self.service = ServiceThread(self.policy, str(self.dockerd.sock), self.sock, self.callers,
-                                     self.glue)
+        self.service = ServiceThread(
+            self.policy, str(self.dockerd.sock), self.sock, self.callers, self.glue
+        )
 
     def caller(self, uid: int) -> Caller:
         return self.callers[uid]
@@ -152,10 +180,23 @@ class Env:
         """The docker CLI run as ``uid`` against the access service."""
         c = self.callers.get(uid)
         home = c.home if c else str(self.root)
-        env = {"DOCKER_HOST": f"unix://{self.sock}", "HOME": home, "PATH": os.environ["PATH"],
-               "DOCKER_BUILDKIT": "0"}
-        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
-                              input=input, timeout=timeout, user=uid, group=uid, cwd=home)
+        env = {
+            "DOCKER_HOST": f"unix://{self.sock}",
+            "HOME": home,
+            "PATH": os.environ["PATH"],
+            "DOCKER_BUILDKIT": "0",
+        }
+        return subprocess.run(
+            ["docker", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            user=uid,
+            group=uid,
+            cwd=home,
+        )
 
     def python_as(self, uid: int, code: str) -> dict:
         """Run ``code`` with the docker SDK in a child that has become ``uid``;
@@ -170,7 +211,10 @@ class Env:
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-                scope = {"docker": docker, "client": docker.DockerClient(base_url=f"unix://{self.sock}")}
+                scope = {
+                    "docker": docker,
+                    "client": docker.DockerClient(base_url=f"unix://{self.sock}"),
+                }
                 exec(code, scope)
                 os.write(w, json.dumps(scope["result"]).encode())
             finally:
@@ -183,9 +227,15 @@ class Env:
 
     def close(self):
         self.service.stop()
-        subprocess.run(["sh", "-c", f"DOCKER_HOST=unix://{self.dockerd.sock} docker rm -f "
-                        f"$(DOCKER_HOST=unix://{self.dockerd.sock} docker ps -aq) 2>/dev/null"],
-                       capture_output=True)
+        subprocess.run(
+            [
+                "sh",
+                "-c",
+                f"DOCKER_HOST=unix://{self.dockerd.sock} docker rm -f "
+                f"$(DOCKER_HOST=unix://{self.dockerd.sock} docker ps -aq) 2>/dev/null",
+            ],
+            capture_output=True,
+        )
         self.dockerd.stop()
         subprocess.run(["umount", "-R", str(self.root / "exec")], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -34,8 +34,9 @@ def simulated_policy() -> str:
     from docker_env import test_policy_text
 
     # one GPU with a single MIG slice: two users' containers must share its only unit
-    return test_policy_text([{"name": "NVIDIA A100-SXM4-40GB", "memory": "40g", "mig_slices": 7,
-                              "mig": ["1g.5gb"]}])
+    return test_policy_text(
+        [{"name": "NVIDIA A100-SXM4-40GB", "memory": "40g", "mig_slices": 7, "mig": ["1g.5gb"]}]
+    )
 
 
 def ok(r):
@@ -58,8 +59,10 @@ def alices(env):
 
 
 def test_run_attaches_and_streams(env):
-    assert ok(env.as_user(ALICE, "run", "--rm", IMG, "sh", "-c", "echo out; echo err >&2")) == "out\n"
-    r = env.as_user(ALICE, "run", "--rm", "-i", IMG, "sh", "-c", "tr a-z A-Z"),
+    assert (
+        ok(env.as_user(ALICE, "run", "--rm", IMG, "sh", "-c", "echo out; echo err >&2")) == "out\n"
+    )
+    r = (env.as_user(ALICE, "run", "--rm", "-i", IMG, "sh", "-c", "tr a-z A-Z"),)
     r = env.as_user(ALICE, "run", "--rm", "-i", IMG, "tr", "a-z", "A-Z", input="hello\n")
     assert ok(r) == "HELLO\n"  # stdin through the hijacked connection, half-closed at EOF
 
@@ -72,16 +75,36 @@ def test_create_is_labelled_limited_and_in_the_users_slice(env, alices):
     assert h["CgroupParent"] == user_slice("student", "123456@example.lan")
     assert (h["Memory"], h["NanoCpus"], h["PidsLimit"]) == (256 * 2**20, 10**9, 256)
     # the limits are in force inside the container (cgroup v1 on this host, v2 on the VM)
-    out = ok(env.as_user(ALICE, "exec", "a1", "sh", "-c",
-                         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
-                         "/sys/fs/cgroup/pids/pids.max 2>/dev/null || "
-                         "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max"))
+    out = ok(
+        env.as_user(
+            ALICE,
+            "exec",
+            "a1",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+            "/sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+            "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max",
+        )
+    )
     assert out.split() == [str(256 * 2**20), "256"]
 
 
 def test_spoofed_owner_label_is_overwritten(env):
-    ok(env.as_user(BOB, "create", "--name", "spoof", "--label", "ds01.user=123456@example.lan",
-                   "--label", "devcontainer.local_folder=/x", IMG, "true"))
+    ok(
+        env.as_user(
+            BOB,
+            "create",
+            "--name",
+            "spoof",
+            "--label",
+            "ds01.user=123456@example.lan",
+            "--label",
+            "devcontainer.local_folder=/x",
+            IMG,
+            "true",
+        )
+    )
     labels = env.dockerd.inspect("spoof")["Config"]["Labels"]
     assert labels["ds01.user"] == "654321@example.lan"
     assert labels["ds01.container_type"] == "devcontainer"
@@ -90,13 +113,24 @@ def test_spoofed_owner_label_is_overwritten(env):
 
 # what bob tries on alice's container a1, and what he is told
 OTHERS = [
-    ("inspect", ["inspect", "a1"]), ("logs", ["logs", "a1"]), ("exec", ["exec", "a1", "true"]),
-    ("stop", ["stop", "a1"]), ("kill", ["kill", "a1"]), ("restart", ["restart", "a1"]),
-    ("rename", ["rename", "a1", "mine"]), ("update", ["update", "--cpus", "0.5", "a1"]),
-    ("commit", ["commit", "a1", "stolen"]), ("export", ["export", "-o", "x.tar", "a1"]),
-    ("rm", ["rm", "-f", "a1"]), ("top", ["top", "a1"]), ("cp", ["cp", "a1:/etc/hostname", "-"]),
-    ("port", ["port", "a1"]), ("pause", ["pause", "a1"]), ("attach", ["attach", "--no-stdin", "a1"]),
-    ("stats", ["stats", "--no-stream", "a1"]), ("diff", ["diff", "a1"]),
+    ("inspect", ["inspect", "a1"]),
+    ("logs", ["logs", "a1"]),
+    ("exec", ["exec", "a1", "true"]),
+    ("stop", ["stop", "a1"]),
+    ("kill", ["kill", "a1"]),
+    ("restart", ["restart", "a1"]),
+    ("rename", ["rename", "a1", "mine"]),
+    ("update", ["update", "--cpus", "0.5", "a1"]),
+    ("commit", ["commit", "a1", "stolen"]),
+    ("export", ["export", "-o", "x.tar", "a1"]),
+    ("rm", ["rm", "-f", "a1"]),
+    ("top", ["top", "a1"]),
+    ("cp", ["cp", "a1:/etc/hostname", "-"]),
+    ("port", ["port", "a1"]),
+    ("pause", ["pause", "a1"]),
+    ("attach", ["attach", "--no-stdin", "a1"]),
+    ("stats", ["stats", "--no-stream", "a1"]),
+    ("diff", ["diff", "a1"]),
 ]
 
 
@@ -128,7 +162,9 @@ def test_lists_and_inspect_show_own_containers_only(env, alices):
 
 
 def test_python_sdk_is_held_to_the_same_rules(env, alices):
-    out = env.python_as(BOB, """
+    out = env.python_as(
+        BOB,
+        """
 names = [c.name for c in client.containers.list(all=True)]
 try:
     client.containers.get('a1')
@@ -136,7 +172,8 @@ try:
 except docker.errors.APIError as e:
     got = e.explanation
 result = {'names': names, 'get': got}
-""")
+""",
+    )
     assert "a1" not in out["names"] and "b1" in out["names"]
     assert "belongs to 123456@example.lan" in out["get"]
 
@@ -144,8 +181,9 @@ result = {'names': names, 'get': got}
 def test_events_show_own_objects_only(env, alices):
     since = str(int(time.time()) - 3600)
     until = str(int(time.time()) + 1)
-    out = ok(env.as_user(BOB, "events", "--since", since, "--until", until,
-                         "--format", "{{json .}}"))
+    out = ok(
+        env.as_user(BOB, "events", "--since", since, "--until", until, "--format", "{{json .}}")
+    )
     events = [json.loads(x) for x in out.splitlines()]
     assert events, "bob should see his own events"
     assert all(e["Actor"]["Attributes"].get("ds01.user") == "654321@example.lan" for e in events)
@@ -169,32 +207,66 @@ REFUSED_CREATES = [
 ]
 
 
-@pytest.mark.parametrize("flags,words", REFUSED_CREATES, ids=[" ".join(f) for f, _ in REFUSED_CREATES])
+@pytest.mark.parametrize(
+    "flags,words", REFUSED_CREATES, ids=[" ".join(f) for f, _ in REFUSED_CREATES]
+)
 def test_refused_creates(env, alices, flags, words):
     refused(env.as_user(ALICE, "run", "--rm", *flags, IMG, "true"), words)
 
 
 def test_bind_mounts_home_ok_others_home_refused_and_run_as_caller(env):
     a, b = env.caller(ALICE), env.caller(BOB)
-    out = ok(env.as_user(ALICE, "run", "--rm", "-v", f"{a.home}/proj:/w", IMG,
-                         "sh", "-c", "id -u; cat /w/data.txt"))
+    out = ok(
+        env.as_user(
+            ALICE,
+            "run",
+            "--rm",
+            "-v",
+            f"{a.home}/proj:/w",
+            IMG,
+            "sh",
+            "-c",
+            "id -u; cat /w/data.txt",
+        )
+    )
     assert out.split() == ["61001", "123456@example.lan"]
-    refused(env.as_user(ALICE, "run", "--rm", "-v", f"{b.home}/proj:/w", IMG, "true"), "not allowed")
-    refused(env.as_user(ALICE, "run", "--rm", "-u", "0", "-v", f"{a.home}/proj:/w", IMG, "true"),
-            "run as you")
+    refused(
+        env.as_user(ALICE, "run", "--rm", "-v", f"{b.home}/proj:/w", IMG, "true"), "not allowed"
+    )
+    refused(
+        env.as_user(ALICE, "run", "--rm", "-u", "0", "-v", f"{a.home}/proj:/w", IMG, "true"),
+        "run as you",
+    )
 
 
 def test_prune_is_for_admins(env):
-    for args in (["image", "prune", "-f"], ["system", "prune", "-f"], ["container", "prune", "-f"],
-                 ["volume", "prune", "-f"], ["network", "prune", "-f"], ["builder", "prune", "-f"]):
+    for args in (
+        ["image", "prune", "-f"],
+        ["system", "prune", "-f"],
+        ["container", "prune", "-f"],
+        ["volume", "prune", "-f"],
+        ["network", "prune", "-f"],
+        ["builder", "prune", "-f"],
+    ):
         refused(env.as_user(ALICE, *args), "admins only")
     ok(env.as_user(ADMIN, "image", "prune", "-f"))
 
 
 def test_images_built_are_owned(env):
     a = env.caller(ALICE)
-    ok(env.as_user(ALICE, "run", "--rm", "-v", f"{a.home}/proj:/w", IMG, "sh", "-c",
-                   f"printf 'FROM {IMG}\\nRUN echo built > /built\\n' > /w/Dockerfile"))
+    ok(
+        env.as_user(
+            ALICE,
+            "run",
+            "--rm",
+            "-v",
+            f"{a.home}/proj:/w",
+            IMG,
+            "sh",
+            "-c",
+            f"printf 'FROM {IMG}\\nRUN echo built > /built\\n' > /w/Dockerfile",
+        )
+    )
     ok(env.as_user(ALICE, "build", "-q", "-t", "alice/app", f"{a.home}/proj"))
     labels = env.dockerd.inspect("alice/app")["Config"]["Labels"]
     assert labels["ds01.user"] == "123456@example.lan"
@@ -213,11 +285,26 @@ def test_volumes_and_networks_are_owned(env):
     assert "avol" not in ok(env.as_user(BOB, "volume", "ls", "-q")).split()
     assert "avol" in ok(env.as_user(ALICE, "volume", "ls", "-q")).split()
     refused(env.as_user(BOB, "run", "--rm", "-v", "avol:/v", IMG, "true"), "belongs to")
-    refused(env.as_user(ALICE, "volume", "create", "-o", "type=none", "-o", "o=bind",
-                        "-o", "device=/etc", "evil"), "bind any")
+    refused(
+        env.as_user(
+            ALICE,
+            "volume",
+            "create",
+            "-o",
+            "type=none",
+            "-o",
+            "o=bind",
+            "-o",
+            "device=/etc",
+            "evil",
+        ),
+        "bind any",
+    )
     ok(env.as_user(ALICE, "run", "--rm", "-v", "auto:/v", IMG, "true"))  # created on first use
-    assert json.loads(env.dockerd.cli("volume", "inspect", "auto").stdout)[0]["Labels"][
-        "ds01.user"] == "123456@example.lan"
+    assert (
+        json.loads(env.dockerd.cli("volume", "inspect", "auto").stdout)[0]["Labels"]["ds01.user"]
+        == "123456@example.lan"
+    )
     ok(env.as_user(ALICE, "network", "create", "anet"))
     refused(env.as_user(BOB, "network", "rm", "anet"), "belongs to")
     refused(env.as_user(BOB, "network", "inspect", "anet"), "not yours")
@@ -249,13 +336,18 @@ def test_malformed_and_oversized_requests_fail_closed(env):
         return out
 
     # as root (uid 0 is an admin) the policy allows much; framing errors are still refused
-    assert raw(b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{nope"
-               ).startswith(b"HTTP/1.1 400")
+    assert raw(
+        b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{nope"
+    ).startswith(b"HTTP/1.1 400")
     big = b"{" + b" " * (2 << 20) + b"}"
-    assert raw(b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big)
-               + big).startswith(b"HTTP/1.1 413")
+    assert raw(
+        b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big)
+        + big
+    ).startswith(b"HTTP/1.1 413")
     assert raw(b"GET /_ping HTTP/1.1\r\nBad Header\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert raw(b"GET /_ping HTTP/1.1\r\n" + b"X: y\r\n" * 5000 + b"\r\n").startswith(b"HTTP/1.1 431")
+    assert raw(b"GET /_ping HTTP/1.1\r\n" + b"X: y\r\n" * 5000 + b"\r\n").startswith(
+        b"HTTP/1.1 431"
+    )
 
 
 def allocator_state(env, name: str) -> str | None:
@@ -300,8 +392,21 @@ def test_gpu_lifecycle(env):
 
 
 def test_nvidia_env_cannot_reach_unassigned_gpus(env):
-    out = ok(env.as_user(ALICE, "run", "--rm", "-e", "NVIDIA_VISIBLE_DEVICES=void", IMG,
-                         "sh", "-c", "echo $NVIDIA_VISIBLE_DEVICES"))
+    out = ok(
+        env.as_user(
+            ALICE,
+            "run",
+            "--rm",
+            "-e",
+            "NVIDIA_VISIBLE_DEVICES=void",
+            IMG,
+            "sh",
+            "-c",
+            "echo $NVIDIA_VISIBLE_DEVICES",
+        )
+    )
     assert out == "void\n"
-    refused(env.as_user(ALICE, "run", "--rm", "-e", "NVIDIA_VISIBLE_DEVICES=all", IMG, "true"),
-            "NVIDIA_VISIBLE_DEVICES=all")
+    refused(
+        env.as_user(ALICE, "run", "--rm", "-e", "NVIDIA_VISIBLE_DEVICES=all", IMG, "true"),
+        "NVIDIA_VISIBLE_DEVICES=all",
+    )

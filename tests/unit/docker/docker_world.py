@@ -24,10 +24,17 @@ from ds01.docker.policy import (
 REPO = Path(__file__).resolve().parents[3]
 POLICY = load_policy(REPO / "config/resource-allocation.yaml")
 
-ALICE = Caller(2001, 2001, "123456@example.lan", "/home/123456@example.lan", "student",
-               frozenset({"2001", "ds01-student", "docker-users"}))
-BOB = Caller(2002, 2002, "654321@example.lan", "/home/654321@example.lan", "student",
-             frozenset({"2002"}))
+ALICE = Caller(
+    2001,
+    2001,
+    "123456@example.lan",
+    "/home/123456@example.lan",
+    "student",
+    frozenset({"2001", "ds01-student", "docker-users"}),
+)
+BOB = Caller(
+    2002, 2002, "654321@example.lan", "/home/654321@example.lan", "student", frozenset({"2002"})
+)
 CAROL = Caller(2003, 2003, "j.doe@example.lan", "/home/j.doe@example.lan", "researcher")
 ADMIN = Caller(2009, 2009, "h.admin", "/home/h.admin", "admin")
 NOBODY = Caller(2010, 2010, "x.guest", "/home/x.guest", None)
@@ -65,11 +72,18 @@ NETWORKS = {
 }
 EXECS = {
     "ex-a": Target("exec", "ex-a", labels=CONTAINERS["a1"].labels, container="a1"),
-    "ex-a-bind": Target("exec", "ex-a-bind", labels=CONTAINERS["a-bind"].labels, container="a-bind"),
+    "ex-a-bind": Target(
+        "exec", "ex-a-bind", labels=CONTAINERS["a-bind"].labels, container="a-bind"
+    ),
     "ex-b": Target("exec", "ex-b", labels=CONTAINERS["b1"].labels, container="b1"),
 }
-KINDS = {"container": CONTAINERS, "image": IMAGES, "volume": VOLUMES, "network": NETWORKS,
-         "exec": EXECS}
+KINDS = {
+    "container": CONTAINERS,
+    "image": IMAGES,
+    "volume": VOLUMES,
+    "network": NETWORKS,
+    "exec": EXECS,
+}
 # Host paths as os.path.realpath sees them (None: does not exist).
 REALPATHS = {
     f"{AH}": AH,
@@ -104,8 +118,15 @@ def req(method: str, path: str, query: dict | None = None, body=None) -> Request
     return Request(method, path, q, body)
 
 
-def decide_as(caller: Caller, method: str, path: str, query: dict | None = None, body=None,
-              owned: int | None = None, policy=POLICY):
+def decide_as(
+    caller: Caller,
+    method: str,
+    path: str,
+    query: dict | None = None,
+    body=None,
+    owned: int | None = None,
+    policy=POLICY,
+):
     r = req(method, path, query, body)
     rt = route(method, path)
     facts = Facts(home_realpath=caller.home)

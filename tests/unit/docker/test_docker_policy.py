@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from docker_world import ADMIN, AH, ALICE, BOB, CAROL, NOBODY, POLICY, decide_as, filters_of
 
 from ds01.docker.policy import (
     CTYPE,
@@ -26,8 +27,6 @@ from ds01.docker.policy import (
 )
 from ds01.names import user_slice
 
-from docker_world import ADMIN, AH, ALICE, BOB, CAROL, NOBODY, POLICY, decide_as, filters_of
-
 G = 1024**3
 OK = "allow"
 
@@ -43,17 +42,51 @@ TABLE = [
     (ALICE, "GET", "/nonsense", None, 403, "not available"),
     (ALICE, "POST", "/containers/a1/json", None, 403, "not available"),  # wrong method
     # --- one container: owner only
-    *[(ALICE, m, f"/containers/a1/{op}", None, OK, "")
-      for m, op in [("GET", "json"), ("GET", "logs"), ("GET", "top"), ("GET", "stats"),
-                    ("GET", "export"), ("GET", "changes"), ("POST", "stop"), ("POST", "kill"),
-                    ("POST", "restart"), ("POST", "attach"), ("POST", "wait"), ("POST", "start"),
-                    ("POST", "rename"), ("POST", "pause"), ("POST", "resize"), ("GET", "archive")]],
-    *[(ALICE, m, f"/containers/b1/{op}", None, 403, "belongs to 654321@example.lan")
-      for m, op in [("GET", "json"), ("GET", "logs"), ("GET", "top"), ("GET", "stats"),
-                    ("GET", "export"), ("GET", "changes"), ("POST", "stop"), ("POST", "kill"),
-                    ("POST", "restart"), ("POST", "attach"), ("POST", "wait"), ("POST", "start"),
-                    ("POST", "rename"), ("POST", "pause"), ("POST", "resize"), ("GET", "archive"),
-                    ("PUT", "archive"), ("HEAD", "archive"), ("GET", "attach/ws")]],
+    *[
+        (ALICE, m, f"/containers/a1/{op}", None, OK, "")
+        for m, op in [
+            ("GET", "json"),
+            ("GET", "logs"),
+            ("GET", "top"),
+            ("GET", "stats"),
+            ("GET", "export"),
+            ("GET", "changes"),
+            ("POST", "stop"),
+            ("POST", "kill"),
+            ("POST", "restart"),
+            ("POST", "attach"),
+            ("POST", "wait"),
+            ("POST", "start"),
+            ("POST", "rename"),
+            ("POST", "pause"),
+            ("POST", "resize"),
+            ("GET", "archive"),
+        ]
+    ],
+    *[
+        (ALICE, m, f"/containers/b1/{op}", None, 403, "belongs to 654321@example.lan")
+        for m, op in [
+            ("GET", "json"),
+            ("GET", "logs"),
+            ("GET", "top"),
+            ("GET", "stats"),
+            ("GET", "export"),
+            ("GET", "changes"),
+            ("POST", "stop"),
+            ("POST", "kill"),
+            ("POST", "restart"),
+            ("POST", "attach"),
+            ("POST", "wait"),
+            ("POST", "start"),
+            ("POST", "rename"),
+            ("POST", "pause"),
+            ("POST", "resize"),
+            ("GET", "archive"),
+            ("PUT", "archive"),
+            ("HEAD", "archive"),
+            ("GET", "attach/ws"),
+        ]
+    ],
     (ALICE, "DELETE", "/containers/a1", None, OK, ""),
     (ALICE, "DELETE", "/containers/b1", None, 403, "belongs to"),
     (ALICE, "GET", "/containers/orphan/json", None, 403, "an admin manages it"),
@@ -70,10 +103,26 @@ TABLE = [
     (ALICE, "POST", "/exec/ex-b/resize", None, 403, "not yours"),
     (ALICE, "POST", "/exec/ghost/start", None, 404, "No such exec"),
     # --- prune: admins only
-    *[(ALICE, "POST", p, None, 403, "admins only") for p in
-      ("/containers/prune", "/images/prune", "/build/prune", "/volumes/prune", "/networks/prune")],
-    *[(ADMIN, "POST", p, None, OK, "") for p in
-      ("/containers/prune", "/images/prune", "/build/prune", "/volumes/prune", "/networks/prune")],
+    *[
+        (ALICE, "POST", p, None, 403, "admins only")
+        for p in (
+            "/containers/prune",
+            "/images/prune",
+            "/build/prune",
+            "/volumes/prune",
+            "/networks/prune",
+        )
+    ],
+    *[
+        (ADMIN, "POST", p, None, OK, "")
+        for p in (
+            "/containers/prune",
+            "/images/prune",
+            "/build/prune",
+            "/volumes/prune",
+            "/networks/prune",
+        )
+    ],
     (ALICE, "GET", "/system/df", None, 403, "admins only"),
     (ALICE, "POST", "/plugins/pull", None, 403, "admins only"),
     (ALICE, "POST", "/swarm/init", None, 403, "admins only"),
@@ -93,10 +142,24 @@ TABLE = [
     (ALICE, "DELETE", "/images/debian:bookworm", None, 403, "shared base image"),
     (ADMIN, "DELETE", "/images/debian:bookworm", None, OK, ""),
     (ALICE, "POST", "/images/alice/img:latest/tag", {"repo": "alice/img", "tag": "v2"}, OK, ""),
-    (ALICE, "POST", "/images/debian:bookworm/tag", {"repo": "mine"}, 403, "only tag images you built"),
+    (
+        ALICE,
+        "POST",
+        "/images/debian:bookworm/tag",
+        {"repo": "mine"},
+        403,
+        "only tag images you built",
+    ),
     (ALICE, "POST", "/images/alice/img:latest/tag", {"repo": "bob/img"}, 403, "taken by"),
     (ALICE, "GET", "/images/get", {"names": ["alice/img:latest", "debian:bookworm"]}, OK, ""),
-    (ALICE, "GET", "/images/get", {"names": ["alice/img:latest", "bob/img:latest"]}, 403, "built by"),
+    (
+        ALICE,
+        "GET",
+        "/images/get",
+        {"names": ["alice/img:latest", "bob/img:latest"]},
+        403,
+        "built by",
+    ),
     (ALICE, "POST", "/images/create", {"fromImage": "debian", "tag": "bookworm"}, OK, ""),
     (ALICE, "POST", "/images/create", {"fromImage": "bob/img"}, 403, "taken by"),
     (ALICE, "POST", "/images/create", {"fromSrc": "http://127.0.0.1/x.tar"}, 403, "from a URL"),
@@ -124,8 +187,11 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("caller,method,path,query,expected,words", TABLE,
-                         ids=[f"{c.name.split('@')[0]}-{m}-{p}" for c, m, p, *_ in TABLE])
+@pytest.mark.parametrize(
+    "caller,method,path,query,expected,words",
+    TABLE,
+    ids=[f"{c.name.split('@')[0]}-{m}-{p}" for c, m, p, *_ in TABLE],
+)
 def test_table(caller, method, path, query, expected, words):
     body = {} if route(method, path) and route(method, path).body == "json" else None
     d = decide_as(caller, method, path, query, body)
@@ -175,11 +241,19 @@ def test_parse_filters_both_shapes():
 
 
 def test_image_and_network_lists_keep_own_and_shared():
-    images = [{"Id": "1", "Labels": {OWNER: ALICE.name}}, {"Id": "2", "Labels": {OWNER: BOB.name}},
-              {"Id": "3", "Labels": None}, {"Id": "4"}]
+    images = [
+        {"Id": "1", "Labels": {OWNER: ALICE.name}},
+        {"Id": "2", "Labels": {OWNER: BOB.name}},
+        {"Id": "3", "Labels": None},
+        {"Id": "4"},
+    ]
     assert [i["Id"] for i in filter_list("images", images, ALICE)] == ["1", "3", "4"]
-    nets = [{"Name": "bridge"}, {"Name": "anet", "Labels": {OWNER: ALICE.name}},
-            {"Name": "bnet", "Labels": {OWNER: BOB.name}}, {"Name": "none"}]
+    nets = [
+        {"Name": "bridge"},
+        {"Name": "anet", "Labels": {OWNER: ALICE.name}},
+        {"Name": "bnet", "Labels": {OWNER: BOB.name}},
+        {"Name": "none"},
+    ]
     assert [n["Name"] for n in filter_list("networks", nets, ALICE)] == ["bridge", "anet", "none"]
     assert decide_as(ALICE, "GET", "/images/json").filter == "images"
     assert decide_as(ALICE, "GET", "/networks").filter == "networks"
@@ -229,20 +303,29 @@ def test_create_uses_the_users_override_and_role():
 
 
 def test_ownership_labels_are_overwritten_and_type_recorded():
-    spoof = {OWNER: BOB.name, MANAGED: "false", "ds01.role": "admin", CTYPE: "x", GPU: "GPU-1",
-             "team": "vision"}
+    spoof = {
+        OWNER: BOB.name,
+        MANAGED: "false",
+        "ds01.role": "admin",
+        CTYPE: "x",
+        GPU: "GPU-1",
+        "team": "vision",
+    }
     labels = create(body={"Labels": spoof}).body["Labels"]
     assert labels[OWNER] == ALICE.name and labels["ds01.role"] == "student"
     assert labels[MANAGED] == "true" and labels[CTYPE] == "docker"
     assert GPU not in labels and labels["team"] == "vision"
 
 
-@pytest.mark.parametrize("labels,kind", [
-    ({"devcontainer.local_folder": "/home/x/p"}, "devcontainer"),
-    ({"devcontainer.config_file": "/x/.devcontainer/devcontainer.json"}, "devcontainer"),
-    ({"com.docker.compose.project": "p", "com.docker.compose.service": "s"}, "compose"),
-    ({}, "docker"),
-])
+@pytest.mark.parametrize(
+    "labels,kind",
+    [
+        ({"devcontainer.local_folder": "/home/x/p"}, "devcontainer"),
+        ({"devcontainer.config_file": "/x/.devcontainer/devcontainer.json"}, "devcontainer"),
+        ({"com.docker.compose.project": "p", "com.docker.compose.service": "s"}, "compose"),
+        ({}, "docker"),
+    ],
+)
 def test_container_type_detected(labels, kind):
     assert create(body={"Labels": labels}).body["Labels"][CTYPE] == kind
 
@@ -254,42 +337,69 @@ def test_most_containers_per_user():
     assert isinstance(create(ADMIN, owned=500), Allow)  # admins: no limit
 
 
-@pytest.mark.parametrize("host,words", [
-    ({"Privileged": True}, "privileged"),
-    ({"CapAdd": ["SYS_ADMIN"]}, "capability SYS_ADMIN"),
-    ({"CapAdd": ["ALL"]}, "capability ALL"),
-    ({"CapAdd": ["CAP_NET_ADMIN"]}, "capability CAP_NET_ADMIN"),
-    ({"Devices": [{"PathOnHost": "/dev/nvidia0", "PathInContainer": "/dev/nvidia0"}]}, "--device"),
-    ({"DeviceCgroupRules": ["c 195:* rwm"]}, "device cgroup"),
-    ({"PidMode": "host"}, "process namespace"),
-    ({"IpcMode": "host"}, "IPC"),
-    ({"UsernsMode": "host"}, "user namespace"),
-    ({"UTSMode": "host"}, "UTS"),
-    ({"CgroupnsMode": "host"}, "cgroup namespace"),
-    ({"NetworkMode": "host"}, "host's network"),
-    ({"SecurityOpt": ["seccomp=unconfined"]}, "security option"),
-    ({"SecurityOpt": ["apparmor=unconfined"]}, "security option"),
-    ({"MaskedPaths": []}, None),  # empty: the default, allowed
-    ({"MaskedPaths": ["/proc/kcore"]}, "masked"),
-    ({"Sysctls": {"kernel.shmmax": "1"}}, "sysctl kernel.shmmax"),
-    ({"Runtime": "kata"}, "runtime"),
-    ({"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "udp://127.0.0.1:514"}}}, "log"),
-    ({"OomKillDisable": True}, "OOM"),
-    ({"OomScoreAdj": -500}, "OOM"),
-    ({"CpuRealtimeRuntime": 1000}, "real-time"),
-    ({"PidMode": "container:b1"}, "belongs to"),
-    ({"NetworkMode": "container:b1"}, "belongs to"),
-    ({"NetworkMode": "bnet"}, "belongs to"),
-    ({"VolumesFrom": ["b1:ro"]}, "belongs to"),
-    ({"Links": ["/b1:db"]}, "belongs to"),
-    ({"DeviceRequests": [{"Driver": "foo", "Count": 1}]}, "driver 'foo'"),
-    ({"DeviceRequests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]}, "--gpus all"),
-    ({"Binds": ["onlysource"]}, "malformed bind"),
-    ({"Mounts": [{"Type": "npipe", "Source": "x", "Target": "/x"}]}, "mount type"),
-    ({"Mounts": [{"Type": "volume", "Source": "x", "Target": "/x",
-                  "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {
-                      "type": "none", "o": "bind", "device": "/etc"}}}}]}, "driver options"),
-])
+@pytest.mark.parametrize(
+    "host,words",
+    [
+        ({"Privileged": True}, "privileged"),
+        ({"CapAdd": ["SYS_ADMIN"]}, "capability SYS_ADMIN"),
+        ({"CapAdd": ["ALL"]}, "capability ALL"),
+        ({"CapAdd": ["CAP_NET_ADMIN"]}, "capability CAP_NET_ADMIN"),
+        (
+            {"Devices": [{"PathOnHost": "/dev/nvidia0", "PathInContainer": "/dev/nvidia0"}]},
+            "--device",
+        ),
+        ({"DeviceCgroupRules": ["c 195:* rwm"]}, "device cgroup"),
+        ({"PidMode": "host"}, "process namespace"),
+        ({"IpcMode": "host"}, "IPC"),
+        ({"UsernsMode": "host"}, "user namespace"),
+        ({"UTSMode": "host"}, "UTS"),
+        ({"CgroupnsMode": "host"}, "cgroup namespace"),
+        ({"NetworkMode": "host"}, "host's network"),
+        ({"SecurityOpt": ["seccomp=unconfined"]}, "security option"),
+        ({"SecurityOpt": ["apparmor=unconfined"]}, "security option"),
+        ({"MaskedPaths": []}, None),  # empty: the default, allowed
+        ({"MaskedPaths": ["/proc/kcore"]}, "masked"),
+        ({"Sysctls": {"kernel.shmmax": "1"}}, "sysctl kernel.shmmax"),
+        ({"Runtime": "kata"}, "runtime"),
+        (
+            {"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "udp://127.0.0.1:514"}}},
+            "log",
+        ),
+        ({"OomKillDisable": True}, "OOM"),
+        ({"OomScoreAdj": -500}, "OOM"),
+        ({"CpuRealtimeRuntime": 1000}, "real-time"),
+        ({"PidMode": "container:b1"}, "belongs to"),
+        ({"NetworkMode": "container:b1"}, "belongs to"),
+        ({"NetworkMode": "bnet"}, "belongs to"),
+        ({"VolumesFrom": ["b1:ro"]}, "belongs to"),
+        ({"Links": ["/b1:db"]}, "belongs to"),
+        ({"DeviceRequests": [{"Driver": "foo", "Count": 1}]}, "driver 'foo'"),
+        (
+            {"DeviceRequests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]},
+            "--gpus all",
+        ),
+        ({"Binds": ["onlysource"]}, "malformed bind"),
+        ({"Mounts": [{"Type": "npipe", "Source": "x", "Target": "/x"}]}, "mount type"),
+        (
+            {
+                "Mounts": [
+                    {
+                        "Type": "volume",
+                        "Source": "x",
+                        "Target": "/x",
+                        "VolumeOptions": {
+                            "DriverConfig": {
+                                "Name": "local",
+                                "Options": {"type": "none", "o": "bind", "device": "/etc"},
+                            }
+                        },
+                    }
+                ]
+            },
+            "driver options",
+        ),
+    ],
+)
 def test_create_refusals(host, words):
     d = create(**host)
     if words is None:
@@ -314,10 +424,19 @@ def test_malformed_bodies_are_refused(body):
     assert isinstance(d, Deny) and d.status == 400
 
 
-@pytest.mark.parametrize("host", [
-    {"Binds": [5]}, {"Binds": "x:/y"}, {"Memory": "lots"}, {"Memory": True}, {"CapAdd": "ALL"},
-    {"Mounts": ["x"]}, {"DeviceRequests": {"Count": 1}}, {"NetworkMode": 7},
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        {"Binds": [5]},
+        {"Binds": "x:/y"},
+        {"Memory": "lots"},
+        {"Memory": True},
+        {"CapAdd": "ALL"},
+        {"Mounts": ["x"]},
+        {"DeviceRequests": {"Count": 1}},
+        {"NetworkMode": 7},
+    ],
+)
 def test_malformed_fields_are_refused(host):
     d = create(**host)
     assert isinstance(d, Deny) and d.status == 400, d
@@ -337,25 +456,28 @@ def test_no_image_is_refused_and_others_images_cannot_be_run():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("src,ok,ro", [
-    (f"{AH}/proj", True, False),
-    (AH, True, False),
-    ("/scratch/123456", True, False),
-    (f"{AH}/link-to-scratch", True, False),  # resolves into an area the role may write
-    ("/collab/team", True, False),
-    ("/data/imagenet", True, True),  # readable, not writable: forced read-only
-    ("/srv/ds01/data/imagenet", True, True),
-    ("/projects/p1", False, None),  # no role may read the projects root
-    (f"{AH}/link-to-etc", False, None),  # symlink out of the home: judged by its real path
-    (BOB.home, False, None),
-    (f"{BOB.home}/secret", False, None),
-    ("/home", False, None),
-    ("/etc", False, None),
-    ("/", False, None),
-    (f"{AH}/missing", False, None),
-    (f"{AH}/../654321@example.lan", False, None),
-    ("relative/path", None, None),  # a named volume, not a bind
-])
+@pytest.mark.parametrize(
+    "src,ok,ro",
+    [
+        (f"{AH}/proj", True, False),
+        (AH, True, False),
+        ("/scratch/123456", True, False),
+        (f"{AH}/link-to-scratch", True, False),  # resolves into an area the role may write
+        ("/collab/team", True, False),
+        ("/data/imagenet", True, True),  # readable, not writable: forced read-only
+        ("/srv/ds01/data/imagenet", True, True),
+        ("/projects/p1", False, None),  # no role may read the projects root
+        (f"{AH}/link-to-etc", False, None),  # symlink out of the home: judged by its real path
+        (BOB.home, False, None),
+        (f"{BOB.home}/secret", False, None),
+        ("/home", False, None),
+        ("/etc", False, None),
+        ("/", False, None),
+        (f"{AH}/missing", False, None),
+        (f"{AH}/../654321@example.lan", False, None),
+        ("relative/path", None, None),  # a named volume, not a bind
+    ],
+)
 def test_bind_sources(src, ok, ro):
     d = create(Binds=[f"{src}:/mnt"])
     if ok is None:
@@ -370,8 +492,10 @@ def test_bind_sources(src, ok, ro):
         assert bool(dm.body["HostConfig"]["Mounts"][0].get("ReadOnly")) is ro
 
 
-@pytest.mark.parametrize("src", ["/run/docker.sock", "/var/run/docker.sock", "/var/run", "/run/ds01",
-                                 f"{AH}/docker.sock"])
+@pytest.mark.parametrize(
+    "src",
+    ["/run/docker.sock", "/var/run/docker.sock", "/var/run", "/run/ds01", f"{AH}/docker.sock"],
+)
 def test_docker_socket_never_mounts_even_for_admins(src):
     for who in (ALICE, ADMIN):
         d = create(who, Binds=[f"{src}:/var/run/docker.sock"])
@@ -390,10 +514,16 @@ def test_bind_container_runs_as_the_caller():
     assert d.body["Labels"][RUN_AS] == "2001"
     assert create(body={"User": "2001"}, Binds=[f"{AH}/proj:/w"]).body["User"] == "2001:2001"
     assert create(body={"User": ALICE.name}, Binds=[f"{AH}/proj:/w"]).body["User"] == "2001:2001"
-    assert create(body={"User": "2001:ds01-student"},
-                  Binds=[f"{AH}/proj:/w"]).body["User"] == "2001:ds01-student"
-    for user, words in [("root", "run as you"), ("0", "run as you"), ("2002", "run as you"),
-                        ("2001:0", "not in group 0")]:
+    assert (
+        create(body={"User": "2001:ds01-student"}, Binds=[f"{AH}/proj:/w"]).body["User"]
+        == "2001:ds01-student"
+    )
+    for user, words in [
+        ("root", "run as you"),
+        ("0", "run as you"),
+        ("2002", "run as you"),
+        ("2001:0", "not in group 0"),
+    ]:
         d = create(body={"User": user}, Binds=[f"{AH}/proj:/w"])
         assert isinstance(d, Deny) and words in d.message, (user, d)
     d = create(Binds=[f"{AH}/proj:/w"], CapAdd=["CHOWN"])
@@ -418,14 +548,29 @@ def test_container_without_binds_may_run_as_root_inside():
 def test_named_volumes_are_owned_and_labelled_on_first_use():
     d = create(Binds=["newvol:/v:ro,nocopy", "avol:/a"])
     mounts = d.body["HostConfig"]["Mounts"]
-    assert mounts[0] == {"Type": "volume", "Source": "newvol", "Target": "/v", "ReadOnly": True,
-                         "VolumeOptions": {"Labels": {OWNER: ALICE.name, MANAGED: "true",
-                                                      "ds01.role": "student"}, "NoCopy": True}}
+    assert mounts[0] == {
+        "Type": "volume",
+        "Source": "newvol",
+        "Target": "/v",
+        "ReadOnly": True,
+        "VolumeOptions": {
+            "Labels": {OWNER: ALICE.name, MANAGED: "true", "ds01.role": "student"},
+            "NoCopy": True,
+        },
+    }
     assert d.body["HostConfig"]["Binds"] == []
     assert isinstance(create(Binds=["bvol:/b"]), Deny)
     assert isinstance(create(Mounts=[{"Type": "volume", "Source": "bvol", "Target": "/b"}]), Deny)
-    m = create(Mounts=[{"Type": "volume", "Source": "n2", "Target": "/b",
-                        "VolumeOptions": {"Labels": {OWNER: BOB.name}}}])
+    m = create(
+        Mounts=[
+            {
+                "Type": "volume",
+                "Source": "n2",
+                "Target": "/b",
+                "VolumeOptions": {"Labels": {OWNER: BOB.name}},
+            }
+        ]
+    )
     assert m.body["HostConfig"]["Mounts"][0]["VolumeOptions"]["Labels"][OWNER] == ALICE.name
 
 
@@ -446,16 +591,27 @@ def test_exec_rules():
 def test_update_is_held_to_role_limits():
     def upd(body, ref="a1"):
         return decide_as(ALICE, "POST", f"/containers/{ref}/update", None, body)
+
     # what `docker update --cpus 2` sends: every Resources key, most zero
-    cli = {"NanoCpus": 2 * 10**9, "Memory": 0, "Devices": None, "Ulimits": None,
-           "BlkioWeightDevice": [], "RestartPolicy": {"Name": "", "MaximumRetryCount": 0}}
+    cli = {
+        "NanoCpus": 2 * 10**9,
+        "Memory": 0,
+        "Devices": None,
+        "Ulimits": None,
+        "BlkioWeightDevice": [],
+        "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+    }
     assert isinstance(upd(cli), Allow)
     assert isinstance(upd({"Memory": 8 * G, "MemorySwap": 8 * G}), Allow)
-    for body, words in [({"NanoCpus": 64 * 10**9}, "--cpus"), ({"Memory": 100 * G}, "--memory"),
-                        ({"PidsLimit": -1}, "--pids-limit"), ({"MemorySwap": -1}, "swap"),
-                        ({"CpuQuota": 6_400_000, "CpuPeriod": 100_000}, "--cpus"),
-                        ({"Devices": [{"PathOnHost": "/dev/sda"}]}, "Devices"),
-                        ({"DeviceRequests": [{"Count": 1}]}, "DeviceRequests")]:
+    for body, words in [
+        ({"NanoCpus": 64 * 10**9}, "--cpus"),
+        ({"Memory": 100 * G}, "--memory"),
+        ({"PidsLimit": -1}, "--pids-limit"),
+        ({"MemorySwap": -1}, "swap"),
+        ({"CpuQuota": 6_400_000, "CpuPeriod": 100_000}, "--cpus"),
+        ({"Devices": [{"PathOnHost": "/dev/sda"}]}, "Devices"),
+        ({"DeviceRequests": [{"Count": 1}]}, "DeviceRequests"),
+    ]:
         d = upd(body)
         assert isinstance(d, Deny) and words in d.message, (body, d)
     d = upd({"RestartPolicy": {"Name": "always"}}, "a-gpu")
@@ -467,17 +623,39 @@ def test_update_is_held_to_role_limits():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host,env,want", [
-    ({"DeviceRequests": [{"Driver": "nvidia", "Count": 1, "Capabilities": [["gpu"]]}]}, [], GpuRequest(1, None)),
-    ({"DeviceRequests": [{"Driver": "", "Count": 2, "Capabilities": [["gpu"]]}]}, [], GpuRequest(2, None)),
-    ({"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["1g.5gb"], "Capabilities": [["gpu"]]}]},
-     [], GpuRequest(1, "1g.5gb")),
-    ({"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["0", "1"]}]}, [], GpuRequest(2, None)),
-    ({}, ["NVIDIA_VISIBLE_DEVICES=0"], GpuRequest(1, None)),
-    ({}, ["NVIDIA_VISIBLE_DEVICES=void"], None),
-    ({}, ["NVIDIA_VISIBLE_DEVICES="], None),
-    ({}, ["CUDA_VISIBLE_DEVICES=0"], None),
-])
+@pytest.mark.parametrize(
+    "host,env,want",
+    [
+        (
+            {"DeviceRequests": [{"Driver": "nvidia", "Count": 1, "Capabilities": [["gpu"]]}]},
+            [],
+            GpuRequest(1, None),
+        ),
+        (
+            {"DeviceRequests": [{"Driver": "", "Count": 2, "Capabilities": [["gpu"]]}]},
+            [],
+            GpuRequest(2, None),
+        ),
+        (
+            {
+                "DeviceRequests": [
+                    {"Driver": "nvidia", "DeviceIDs": ["1g.5gb"], "Capabilities": [["gpu"]]}
+                ]
+            },
+            [],
+            GpuRequest(1, "1g.5gb"),
+        ),
+        (
+            {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["0", "1"]}]},
+            [],
+            GpuRequest(2, None),
+        ),
+        ({}, ["NVIDIA_VISIBLE_DEVICES=0"], GpuRequest(1, None)),
+        ({}, ["NVIDIA_VISIBLE_DEVICES=void"], None),
+        ({}, ["NVIDIA_VISIBLE_DEVICES="], None),
+        ({}, ["CUDA_VISIBLE_DEVICES=0"], None),
+    ],
+)
 def test_gpu_requests_are_recognised(host, env, want):
     d = create(body={"Env": env}, **host)
     assert isinstance(d, Allow), d
@@ -504,7 +682,8 @@ def test_apply_gpu_gives_exactly_the_assigned_units():
     body = create(DeviceRequests=[{"Driver": "nvidia", "Count": 1}]).body
     out = apply_gpu(body, ["MIG-aaa"], device_requests=True)
     assert out["HostConfig"]["DeviceRequests"] == [
-        {"Driver": "nvidia", "DeviceIDs": ["MIG-aaa"], "Capabilities": [["gpu"]]}]
+        {"Driver": "nvidia", "DeviceIDs": ["MIG-aaa"], "Capabilities": [["gpu"]]}
+    ]
     assert out["Env"].count("NVIDIA_VISIBLE_DEVICES=MIG-aaa") == 1
     assert not any(e == "NVIDIA_VISIBLE_DEVICES=void" for e in out["Env"])
     assert out["Labels"][GPU] == "MIG-aaa"
@@ -526,9 +705,13 @@ def test_build_labels_and_cgroup_parent():
 
 
 def test_commit_and_import_label_the_new_image():
-    d = decide_as(ALICE, "POST", "/commit", {"container": "a1", "repo": "alice/snap",
-                                             "changes": [f"LABEL {OWNER}=bob", "ENV A=1"]},
-                  {"Labels": {OWNER: "bob"}})
+    d = decide_as(
+        ALICE,
+        "POST",
+        "/commit",
+        {"container": "a1", "repo": "alice/snap", "changes": [f"LABEL {OWNER}=bob", "ENV A=1"]},
+        {"Labels": {OWNER: "bob"}},
+    )
     assert d.body["Labels"][OWNER] == ALICE.name
     assert d.query["changes"] == ["ENV A=1", f'LABEL {OWNER}="{ALICE.name}"']
     d = decide_as(ALICE, "POST", "/images/create", {"fromSrc": "-", "repo": "alice/imp"})
@@ -538,22 +721,30 @@ def test_commit_and_import_label_the_new_image():
 def test_volume_and_network_create():
     d = decide_as(ALICE, "POST", "/volumes/create", None, {"Name": "v", "Labels": {OWNER: "bob"}})
     assert d.body["Labels"][OWNER] == ALICE.name
-    for body, words in [({"Driver": "nfs"}, "driver"),
-                        ({"DriverOpts": {"type": "none", "o": "bind", "device": "/"}}, "bind any"),
-                        ({"ClusterVolumeSpec": {"Group": "x"}}, "cluster")]:
+    for body, words in [
+        ({"Driver": "nfs"}, "driver"),
+        ({"DriverOpts": {"type": "none", "o": "bind", "device": "/"}}, "bind any"),
+        ({"ClusterVolumeSpec": {"Group": "x"}}, "cluster"),
+    ]:
         d = decide_as(ALICE, "POST", "/volumes/create", None, body)
         assert isinstance(d, Deny) and words in d.message
     d = decide_as(ALICE, "POST", "/networks/create", None, {"Name": "n", "Labels": {OWNER: "bob"}})
     assert d.body["Labels"][OWNER] == ALICE.name
-    for body in ({"Driver": "macvlan"}, {"Options": {"com.docker.network.bridge.name": "eth0"}},
-                 {"ConfigFrom": {"Network": "x"}}):
+    for body in (
+        {"Driver": "macvlan"},
+        {"Options": {"com.docker.network.bridge.name": "eth0"}},
+        {"ConfigFrom": {"Network": "x"}},
+    ):
         assert isinstance(decide_as(ALICE, "POST", "/networks/create", None, body), Deny)
-    assert isinstance(decide_as(ADMIN, "POST", "/networks/create", None, {"Driver": "macvlan"}), Allow)
+    assert isinstance(
+        decide_as(ADMIN, "POST", "/networks/create", None, {"Driver": "macvlan"}), Allow
+    )
 
 
 def test_network_connect_needs_own_network_and_container():
     def connect(net, ctr):
         return decide_as(ALICE, "POST", f"/networks/{net}/connect", None, {"Container": ctr})
+
     assert isinstance(connect("anet", "a1"), Allow)
     assert isinstance(connect("bridge", "a1"), Allow)
     assert isinstance(connect("bnet", "a1"), Deny)
@@ -564,8 +755,12 @@ def test_network_connect_needs_own_network_and_container():
 def test_missing_facts_fail_closed():
     d = decide(Request("GET", "/containers/a1/json", {}), ALICE, POLICY, Facts())
     assert isinstance(d, Deny) and d.status == 500
-    d = decide(Request("POST", "/containers/create", {}, {"Image": "x"}), ALICE, POLICY,
-               Facts(targets={("image", "x"): None}))
+    d = decide(
+        Request("POST", "/containers/create", {}, {"Image": "x"}),
+        ALICE,
+        POLICY,
+        Facts(targets={("image", "x"): None}),
+    )
     assert isinstance(d, Deny) and "not counted" in d.message
 
 
@@ -574,8 +769,10 @@ def test_route_strips_version_and_decodes_refs():
     assert r.endpoint == "image.read" and r.ref == "registry.example.lan/team/img:1"
     assert route("DELETE", "/v1.41/images/a/b:c").ref == "a/b:c"
     assert route("POST", "/containers/x/start").endpoint == "container.start"
-    assert route("GET", "/containers/x/../y/json") is None or route(
-        "GET", "/containers/x/../y/json").endpoint != "container.read"
+    assert (
+        route("GET", "/containers/x/../y/json") is None
+        or route("GET", "/containers/x/../y/json").endpoint != "container.read"
+    )
 
 
 def test_root_is_admin():
