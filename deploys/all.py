@@ -6,6 +6,10 @@ Each component also runs alone: pyinfra inventory.py deploys/<component>.py
 from pyinfra import local
 
 local.include("deploys/base.py")
+local.include("deploys/sssd.py")  # optional (identity.sssd.enabled): directory users via NSS
+local.include("deploys/groups.py")
 local.include("deploys/storage.py")
 local.include("deploys/slices.py")
 local.include("deploys/gpu.py")
+local.include("deploys/privacy.py")
+local.include("deploys/users.py")  # last: new-user hooks need storage and slices

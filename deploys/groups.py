@@ -1,5 +1,6 @@
-"""Groups: the role groups and docker-users with their exact membership, the
-new-user set-up, and the cron jobs that keep both current between deploys.
+"""Groups: the role groups and docker-users with their exact membership.
+(New users' homes and the cron jobs that keep all this current between
+deploys are deploys/users.py, which runs after storage and slices.)
 
 The membership is planned by ds01.identity.sync.plan, the same code
 `ds01 users sync` runs from cron on the server, from two facts read there:
@@ -7,9 +8,7 @@ the directory's view and the groups as NSS sees them.
 """
 
 from pyinfra import host, logger
-from pyinfra.operations import files
 
-from deploys._support import REPO
 from ds01.identity.local import managed_groups
 from ds01.identity.sync import desired_from_facts
 from facts.directory import DirectoryView
@@ -28,17 +27,4 @@ for group in names:
         name=f"Group {group} with exactly its {len(desired[group])} member(s)",
         group=group,
         members=desired[group],
-    )
-
-groups.users_synced(name="New users set up (home, scratch, slice) by `ds01 users sync`")
-
-for job, command in (("users_sync", "ds01 users sync"), ("users_report", "ds01 users report --save")):
-    unit = f"ds01-{job.replace('_', '-')}"
-    files.template(
-        name=f"Cron job /etc/cron.d/{unit} ({getattr(policy.schedules, job)})",
-        src=str(REPO / "templates/identity/cron.j2"),
-        dest=f"/etc/cron.d/{unit}",
-        user="root", group="root", mode="0644",
-        deploy="deploys/groups.py", job=job, schedule=getattr(policy.schedules, job),
-        command=f"/usr/local/bin/{command}",
     )
