@@ -33,11 +33,17 @@ files.line(name="`home` in interactive non-login shells too (/etc/bash.bashrc)",
 privacy.sudoers_dropin(name=f"{ident.admin_account} keeps sudo: {DROPIN} (checked by visudo)",
                        path=DROPIN, content=sudoers_text(policy))  # fmt: skip
 server.user(name=f"{ident.admin_account} is in the {SUDO_GROUP} group",
-            user=ident.admin_account, groups=[SUDO_GROUP], append=True, ensure_home=False)  # fmt: skip
+            user=ident.admin_account, groups=[SUDO_GROUP], append=True,
+            ensure_home=False)  # fmt: skip
 files.template(
     name=f"Cron job /etc/cron.d/ds01-admin-guard ({policy.schedules.admin_guard})",
-    src=str(REPO / "templates/identity/cron.j2"), dest="/etc/cron.d/ds01-admin-guard",
-    user="root", group="root", mode="0644",
-    deploy="deploys/privacy.py", job="admin_guard", schedule=policy.schedules.admin_guard,
+    src=str(REPO / "templates/identity/cron.j2"),
+    dest="/etc/cron.d/ds01-admin-guard",
+    user="root",
+    group="root",
+    mode="0644",
+    deploy="deploys/privacy.py",
+    job="admin_guard",
+    schedule=policy.schedules.admin_guard,
     command="/usr/local/bin/ds01 admin-guard",
 )

@@ -28,16 +28,23 @@ if policy.identity.sssd.enabled:
                   user="root", group="root", mode="0644")  # fmt: skip
     conf = files.template(
         name="SSSD configuration /etc/sssd/sssd.conf",
-        src=str(REPO / "templates/identity/sssd.conf.j2"), dest="/etc/sssd/sssd.conf",
-        user="root", group="root", mode="0600",
-        d=d, s=policy.identity.sssd, home_root=policy.identity.home.root,
+        src=str(REPO / "templates/identity/sssd.conf.j2"),
+        dest="/etc/sssd/sssd.conf",
+        user="root",
+        group="root",
+        mode="0600",
+        d=d,
+        s=policy.identity.sssd,
+        home_root=policy.identity.home.root,
     )
     files.directory(name="SSSD snippets /etc/sssd/conf.d", path="/etc/sssd/conf.d",
                     user="root", group="root", mode="0711")  # fmt: skip
     secret = sssd.secret_snippet(
         name="SSSD bind password /etc/sssd/conf.d/ds01-bind.conf (written on the server)",
-        secret_file=d.bind_password_file, dest="/etc/sssd/conf.d/ds01-bind.conf",
-        section=f"domain/{d.domain}", key="ldap_default_authtok",
+        secret_file=d.bind_password_file,
+        dest="/etc/sssd/conf.d/ds01-bind.conf",
+        section=f"domain/{d.domain}",
+        key="ldap_default_authtok",
     )
     systemd.service(name="SSSD running", service="sssd", running=True, enabled=True,
                     restarted=conf.will_change or secret.will_change)  # fmt: skip

@@ -46,7 +46,9 @@ class DirectoryView(FactBase[dict | None]):
         data = json.loads(text)
         for key in ("enabled", "error", "users", "group_parents", "resolvable", "baseline"):
             if key not in data:
-                raise ValueError(f"ds01 users directory printed no {key!r}: is the server's ds01 older?")
+                raise ValueError(
+                    f"ds01 users directory printed no {key!r}: is the server's ds01 older?"
+                )
         return data
 
 

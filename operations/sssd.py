@@ -28,7 +28,9 @@ def secret_snippet(secret_file: str, dest: str, section: str, key: str):
                             dest="/etc/sssd/conf.d/ds01-bind.conf",
                             section="domain/example.lan", key="ldap_default_authtok")
     """
-    state = host.get_fact(SecretSnippet, secret_file=secret_file, dest=dest, section=section, key=key)
+    state = host.get_fact(
+        SecretSnippet, secret_file=secret_file, dest=dest, section=section, key=key
+    )
     if state == "same":
         host.noop(f"{dest} is current")
         return

@@ -30,7 +30,9 @@ class Decision:
     name: str  # the Linux name (plain or qualified, per identity.directory.name_style)
     account: str  # the plain account name
     role: str | None
-    rule: str  # system_user | archived | disabled | member | directory_group | naming_rule | default
+    rule: (
+        str  # system_user | archived | disabled | member | directory_group | naming_rule | default
+    )
     reason: str
 
 
@@ -52,7 +54,9 @@ def _key(name: str, domain: str) -> str:
     return plain(name, domain).casefold()
 
 
-def group_paths(direct: tuple[str, ...], parents: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+def group_paths(
+    direct: tuple[str, ...], parents: dict[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
     """Every group reachable from ``direct``, with the shortest path to it
     (``{"DS01-Faculty": ("Staff", "DS01-Faculty")}``). Cycles are tolerated.
     Group CNs compare case-insensitively; keys keep the directory's spelling."""
@@ -111,7 +115,9 @@ class Classifier:
             return decide(None, "disabled", "the account is disabled in the directory")
         if key in self.members:
             role = self.members[key]
-            return decide(role, "member", f"listed in identity.members.{role} (explicit lists always win)")
+            return decide(
+                role, "member", f"listed in identity.members.{role} (explicit lists always win)"
+            )
         matched = []
         for group, path in group_paths(member_of, group_parents or {}).items():
             hit = self.groups.get(group.casefold())
@@ -122,12 +128,16 @@ class Classifier:
             via = f" (nested: {' -> '.join(path)})" if len(path) > 1 else ""
             return decide(role, "directory_group", f"member of directory group {group}{via}")
         if not in_directory:
-            return decide(None, "unknown", "not in the directory and not in any identity.members list")
+            return decide(
+                None, "unknown", "not in the directory and not in any identity.members list"
+            )
         for rx, pattern, role in self.rules:
             if rx.search(account):
                 return decide(role, "naming_rule", f"account matches naming rule '{pattern}'")
         role = self.policy.identity.default_role
-        return decide(role, "default", "no list, group or naming rule applies: identity.default_role")
+        return decide(
+            role, "default", "no list, group or naming rule applies: identity.default_role"
+        )
 
     def classify_user(self, user: DirectoryUser, view: DirectoryView) -> Decision:
         return self.classify(
@@ -151,7 +161,7 @@ def classify_all(
         d = c.classify_user(user, view)
         out[d.name] = d
         seen.add(d.account.casefold())
-    for role, users in policy.identity.members.items():
+    for users in policy.identity.members.values():
         for name in users:
             if _key(name, c.domain) in seen:
                 continue

@@ -27,8 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = usub.add_parser("sync", help="make the role groups match the directory (fail-safe)")
     s.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     s.add_argument("--json", action="store_true", help="print the plan as JSON")
-    s.add_argument("--accept-drop", action="store_true",
-                   help="accept a drop in directory users beyond max_drop_fraction, once")
+    s.add_argument(
+        "--accept-drop",
+        action="store_true",
+        help="accept a drop in directory users beyond max_drop_fraction, once",
+    )
     _policy_arg(s)
     s.set_defaults(func=cmd_sync)
 
@@ -41,8 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = r.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
-    r.add_argument("--save", action="store_true",
-                   help="also write JSON and CSV into identity.report.dir (cron)")
+    r.add_argument(
+        "--save",
+        action="store_true",
+        help="also write JSON and CSV into identity.report.dir (cron)",
+    )
     _policy_arg(r)
     r.set_defaults(func=cmd_report)
 
@@ -127,7 +133,8 @@ class _nolock:
 def _print_plan(p, dry: bool) -> None:
     verb = "would" if dry else "will"
     print(f"directory users: {p.directory_users if p.directory_users is not None else '-'}; "
-          f"{len(p.changes)} change(s), {len(p.new_users)} new user(s) {verb} be set up")  # fmt: skip
+          f"{len(p.changes)} change(s), {len(p.new_users)} new user(s) "
+          f"{verb} be set up")  # fmt: skip
     for c in p.changes:
         print(f"  {c}")
     for name, role in p.new_users:

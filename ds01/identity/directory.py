@@ -92,7 +92,9 @@ def connect(d: Directory, password: str | None = None) -> ldap3.Connection:
     return conn
 
 
-def paged(conn: ldap3.Connection, base: str, filt: str, attrs: list[str], page: int) -> Iterator[dict]:
+def paged(
+    conn: ldap3.Connection, base: str, filt: str, attrs: list[str], page: int
+) -> Iterator[dict]:
     """Every entry of a paged subtree search; raises on any incomplete page."""
     cookie: bytes | None = None
     while True:
@@ -100,7 +102,9 @@ def paged(conn: ldap3.Connection, base: str, filt: str, attrs: list[str], page: 
             conn.search(base, filt, search_scope=ldap3.SUBTREE, attributes=attrs,
                         paged_size=page, paged_cookie=cookie)  # fmt: skip
         except LDAPException as e:
-            raise DirectoryError(f"the directory stopped answering mid-search under {base}: {e}") from None
+            raise DirectoryError(
+                f"the directory stopped answering mid-search under {base}: {e}"
+            ) from None
         res = conn.result
         if res.get("result") != 0:
             raise DirectoryError(
@@ -151,13 +155,18 @@ def _filetime(v: str | None) -> float | None:
     return t / 10_000_000 - _FILETIME_EPOCH
 
 
-def _groups(conn: ldap3.Connection, d: Directory) -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
+def _groups(
+    conn: ldap3.Connection, d: Directory
+) -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
     """(group DN -> CN, group CN -> parent CNs, account -> group CNs by memberUid)."""
     a = d.attributes
     if d.kind == "ad":
         filt, attrs = "(objectClass=group)", ["cn", a.member_of]
     else:
-        filt, attrs = "(|(objectClass=posixGroup)(objectClass=groupOfNames))", ["cn", "memberUid", "member"]
+        filt, attrs = (
+            "(|(objectClass=posixGroup)(objectClass=groupOfNames))",
+            ["cn", "memberUid", "member"],
+        )
     cn_of: dict[str, str] = {}
     parents: dict[str, list[str]] = {}
     by_uid: dict[str, list[str]] = {}
@@ -182,7 +191,9 @@ def _groups(conn: ldap3.Connection, d: Directory) -> tuple[dict[str, str], dict[
     return cn_of, {g: tuple(sorted(set(p))) for g, p in parents.items()}, by_uid
 
 
-def _user(e: dict, d: Directory, cn_of: dict[str, str], by_uid: dict[str, list[str]]) -> DirectoryUser | None:
+def _user(
+    e: dict, d: Directory, cn_of: dict[str, str], by_uid: dict[str, list[str]]
+) -> DirectoryUser | None:
     a = d.attributes
     account = _first(e, a.account)
     if not account:

@@ -127,7 +127,9 @@ def build(policy: Policy, now: float | None = None, with_directory: bool = True,
         except KeyError:
             user = home.name  # owner's account is gone: the home is an orphan
             uid = -1
-        login_times = [t for t in (logins.get(user[:32]), lastlog_time(uid) if uid >= 0 else None) if t]
+        login_times = [
+            t for t in (logins.get(user[:32]), lastlog_time(uid) if uid >= 0 else None) if t
+        ]
         last_login = max(login_times) if login_times else None
         key = plain(user, dom).casefold()
         dl = dir_logons.get(key)
@@ -157,15 +159,21 @@ def _size(n: int | None) -> str:
     return "-"
 
 
+def _idle(r: Row) -> str:
+    return "-" if r.idle_days is None else str(r.idle_days)
+
+
 def to_text(rows: list[Row], policy: Policy) -> str:
     days = policy.identity.report.stale_after // 86400
     out = [f"{'user':<28} {'role':<10} {'size':>8} {'last login':>10} {'AD logon':>10} "
            f"{'last change':>11} {'idle d':>6}  flags"]  # fmt: skip
     for r in sorted(rows, key=lambda r: (-(r.idle_days or 0), r.user)):
-        flags = " ".join(f for f, on in (("ARCHIVED", r.archived), ("CANDIDATE", r.candidate)) if on)
+        flags = " ".join(
+            f for f, on in (("ARCHIVED", r.archived), ("CANDIDATE", r.candidate)) if on
+        )
         out.append(f"{r.user:<28} {r.role or '-':<10} {_size(r.size_bytes):>8} "
                    f"{_day(r.last_login):>10} {_day(r.directory_last_logon):>10} "
-                   f"{_day(r.last_change):>11} {r.idle_days if r.idle_days is not None else '-':>6}  "
+                   f"{_day(r.last_change):>11} {_idle(r):>6}  "
                    f"{flags}")  # fmt: skip
     n = sum(r.candidate for r in rows)
     out.append(f"\n{len(rows)} homes; {n} candidate(s) for deletion (idle >= {days} days or "

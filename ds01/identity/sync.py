@@ -81,7 +81,9 @@ def candidate_names(view: DirectoryView | None, policy: Policy) -> set[str]:
     return out
 
 
-def refusal(policy: Policy, view: DirectoryView | None, error: str | None, baseline: int | None) -> str | None:
+def refusal(
+    policy: Policy, view: DirectoryView | None, error: str | None, baseline: int | None
+) -> str | None:
     """Why removals must not happen this run, or None when it is safe."""
     if not policy.identity.directory.enabled:
         return None
@@ -310,5 +312,7 @@ def desired_from_facts(
     if seen is None:
         return {g: sorted(current.get(g, ())) for g in managed_groups(policy)}, None
     view = DirectoryView.from_json(seen) if not seen["error"] else None
-    p = plan(policy, view, seen["error"], current, set(seen["resolvable"]), baseline=seen["baseline"])
+    p = plan(
+        policy, view, seen["error"], current, set(seen["resolvable"]), baseline=seen["baseline"]
+    )
     return p.desired, p.refused

@@ -121,12 +121,14 @@ def _populate(d: Path, n: int, names: list[str] | None, groups_for_new: list[str
             for g, parents in GROUPS.items():
                 for p in parents:
                     m = ldb.Message(ldb.Dn(db, f"CN={p},OU=Groups,{BASE}"))
-                    m["member"] = ldb.MessageElement(f"CN={g},OU=Groups,{BASE}",
-                                                     ldb.FLAG_MOD_ADD, "member")
+                    m["member"] = ldb.MessageElement(
+                        f"CN={g},OU=Groups,{BASE}", ldb.FLAG_MOD_ADD, "member"
+                    )
                     db.modify(m)
             m = ldb.Message(ldb.Dn(db, f"CN=Domain Users,CN=Users,{BASE}"))
-            m["gidNumber"] = ldb.MessageElement(str(GID_DOMAIN_USERS), ldb.FLAG_MOD_REPLACE,
-                                                "gidNumber")
+            m["gidNumber"] = ldb.MessageElement(
+                str(GID_DOMAIN_USERS), ldb.FLAG_MOD_REPLACE, "gidNumber"
+            )
             db.modify(m)
         existing = len(db.search(f"OU=People,{BASE}", scope=ldb.SCOPE_ONELEVEL, attrs=["cn"]))
         for i, (name, (groups, disabled)) in enumerate(sorted(accounts.items())):
@@ -207,8 +209,11 @@ def provision(d: Path, n: int) -> None:
     ])  # fmt: skip
     # A plain simple bind too (provision drops this option): the tests also cover LDAPS/StartTLS.
     conf = d / "etc/smb.conf"
-    conf.write_text(conf.read_text().replace(
-        "[global]\n", "[global]\n\tldap server require strong auth = no\n", 1))
+    conf.write_text(
+        conf.read_text().replace(
+            "[global]\n", "[global]\n\tldap server require strong auth = no\n", 1
+        )
+    )
     _run([SYSTEM_PYTHON, __file__, "_populate", "--dir", str(d), "--users", str(n)])
     (d / "bind.secret").write_text(READER_PASSWORD + "\n")
     os.chmod(d / "bind.secret", 0o600)
@@ -244,7 +249,9 @@ def start(d: Path, port: int = LDAP_PORT, timeout: float = 60) -> None:
     if port != LDAP_PORT and _pid(d, "relay.pid") is None:
         relay = subprocess.Popen(
             [sys.executable, __file__, "_relay", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         (d / "relay.pid").write_text(str(relay.pid))
@@ -262,8 +269,13 @@ def _ready(d: Path, port: int) -> bool:
     import ldap3
 
     try:
-        conn = ldap3.Connection(ldap3.Server("127.0.0.1", port=port, connect_timeout=2),
-                                READER_DN, READER_PASSWORD, auto_bind=True, receive_timeout=5)
+        conn = ldap3.Connection(
+            ldap3.Server("127.0.0.1", port=port, connect_timeout=2),
+            READER_DN,
+            READER_PASSWORD,
+            auto_bind=True,
+            receive_timeout=5,
+        )
         conn.unbind()
         return True
     except Exception:
@@ -347,7 +359,9 @@ def _stdio(port: int) -> None:
 
 def guestfwd_rule(port: int = LDAP_PORT) -> str:
     """The vm.py --guestfwd rule that makes this DC reachable in the VM as 10.0.2.100:389."""
-    return f"tcp:10.0.2.100:389-cmd:{sys.executable} {Path(__file__).resolve()} _stdio --port {port}"
+    return (
+        f"tcp:10.0.2.100:389-cmd:{sys.executable} {Path(__file__).resolve()} _stdio --port {port}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "up":
         provision(a.dir.resolve(), a.users)
         start(a.dir.resolve(), a.port)
-        print(f"Samba AD up: ldap://127.0.0.1:{a.port} bind {READER_DN} "
-              f"password file {a.dir.resolve()}/bind.secret CA {a.dir.resolve()}/ca.pem")
+        print(
+            f"Samba AD up: ldap://127.0.0.1:{a.port} bind {READER_DN} "
+            f"password file {a.dir.resolve()}/bind.secret CA {a.dir.resolve()}/ca.pem"
+        )
     elif a.cmd == "start":
         start(a.dir.resolve(), a.port)
     elif a.cmd == "stop":

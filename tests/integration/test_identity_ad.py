@@ -122,7 +122,10 @@ def test_attributes_disabled_nested_numeric_dotted(ad):
     assert roles["j.doe"] == ("researcher", "naming_rule")
     assert roles["a.smith"] == ("researcher", "directory_group")
     assert roles["w.prof"] == ("faculty", "member")
-    assert roles["l.prof"] == ("faculty", "directory_group")  # nested: Faculty-Staff -> DS01-Faculty
+    assert roles["l.prof"] == (
+        "faculty",
+        "directory_group",
+    )  # nested: Faculty-Staff -> DS01-Faculty
     assert roles["h.admin"] == ("admin", "member")
     assert roles["x.gone"] == (None, "disabled")
     assert roles["g.jaa"] == ("researcher", "directory_group")

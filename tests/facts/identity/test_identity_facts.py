@@ -34,7 +34,9 @@ def test_fact(fixture):
 
 
 def sh(cmd) -> list[str]:
-    out = subprocess.run(cmd.get_raw_value(), shell=True, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        cmd.get_raw_value(), shell=True, capture_output=True, text=True, check=True
+    )
     return out.stdout.splitlines()
 
 

@@ -64,8 +64,13 @@ def test_operation(fixture):
 
 def test_membership_change_is_one_command_for_any_number_of_users():
     many = [f"{100000 + i}@example.lan" for i in range(10000)]
-    fake = FakeHost({"GroupMembers": {"groups=[ds01-student]": {
-        "ds01-student": {"gid": 1001, "members": many[:5000]}}}})
+    fake = FakeHost(
+        {
+            "GroupMembers": {
+                "groups=[ds01-student]": {"ds01-student": {"gid": 1001, "members": many[:5000]}}
+            }
+        }
+    )
     with mock.patch.object(groups, "host", fake):
         cmds = list(groups.exact_members._inner(group="ds01-student", members=many))
     assert len(cmds) == 1 and cmds[0].get_raw_value().count(",") == 9999

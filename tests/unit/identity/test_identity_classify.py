@@ -88,7 +88,9 @@ def test_group_paths_shortest_and_cycle_safe():
 
 def test_classify_all_adds_local_explicit_members_only_if_they_resolve(make_policy):
     p = make_policy({"members": {"student": ["lt.student", "lt.ghost"], "admin": ["h.admin"]}})
-    view = DirectoryView(users=(DirectoryUser("123456", "CN=123456"), DirectoryUser("h.admin", "CN=h")))
+    view = DirectoryView(
+        users=(DirectoryUser("123456", "CN=123456"), DirectoryUser("h.admin", "CN=h"))
+    )
     out = classify_all(view, p, local_names={"lt.student", "root"})
     assert set(out) == {"123456@example.lan", "h.admin@example.lan", "lt.student"}
     assert out["lt.student"].role == "student" and out["lt.student"].rule == "member"
@@ -96,7 +98,9 @@ def test_classify_all_adds_local_explicit_members_only_if_they_resolve(make_poli
 
 
 def test_same_input_same_output(policy):
-    users = tuple(DirectoryUser(a, f"CN={a}", member_of=g, disabled=dis) for a, g, dis, _, _ in TABLE)
+    users = tuple(
+        DirectoryUser(a, f"CN={a}", member_of=g, disabled=dis) for a, g, dis, _, _ in TABLE
+    )
     view = DirectoryView(users=users, group_parents=PARENTS)
     first = classify_all(view, policy, set())
     again = classify_all(DirectoryView(users=users[::-1], group_parents=PARENTS), policy, set())

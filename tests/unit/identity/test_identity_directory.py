@@ -74,7 +74,10 @@ def test_user_parsing_ad(policy):
 
 
 def test_entry_without_account_is_skipped(policy):
-    assert directory._user({"dn": "CN=x", "raw_attributes": {}}, policy.identity.directory, {}, {}) is None
+    assert (
+        directory._user({"dn": "CN=x", "raw_attributes": {}}, policy.identity.directory, {}, {})
+        is None
+    )
 
 
 def test_secret_must_be_private(tmp_path):

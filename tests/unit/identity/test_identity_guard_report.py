@@ -37,19 +37,27 @@ def test_problems_name_what_was_removed(policy, tmp_path, monkeypatch):
     monkeypatch.setattr(guard.pwd, "getpwnam", lambda n: object())
     monkeypatch.setattr(guard.grp, "getgrnam", lambda n: type("G", (), {"gr_mem": []})())
     found = guard.problems(policy, str(tmp_path / "missing"))
-    assert found == [f"{tmp_path}/missing was removed",
-                     "datasciencelab was removed from the sudo group"]
+    assert found == [
+        f"{tmp_path}/missing was removed",
+        "datasciencelab was removed from the sudo group",
+    ]
 
 
 def utmp(kind: int, user: str, t: int) -> bytes:
-    return report._UTMP.pack(kind, 1, b"pts/0", b"ts/0", user.encode(), b"host", 0, 0, 0, t, 0,
-                             0, 0, 0, 0)
+    return report._UTMP.pack(
+        kind, 1, b"pts/0", b"ts/0", user.encode(), b"host", 0, 0, 0, t, 0, 0, 0, 0, 0
+    )
 
 
 def test_wtmp_keeps_the_latest_user_login(tmp_path):
     f = tmp_path / "wtmp"
-    f.write_bytes(utmp(7, "j.doe", 100) + utmp(8, "j.doe", 900) + utmp(7, "j.doe", 300)
-                  + utmp(2, "reboot", 50) + utmp(7, "123456@example.lan", 200))
+    f.write_bytes(
+        utmp(7, "j.doe", 100)
+        + utmp(8, "j.doe", 900)
+        + utmp(7, "j.doe", 300)
+        + utmp(2, "reboot", 50)
+        + utmp(7, "123456@example.lan", 200)
+    )
     assert report.wtmp_logins(str(f)) == {"j.doe": 300.0, "123456@example.lan": 200.0}
     assert report._UTMP.size == 384
 
@@ -71,8 +79,13 @@ def test_report_rows_and_candidates(make_policy, tmp_path, monkeypatch):
     now = time.time()
     for p in [old, old / "a", old / "a/b", old / "a/b/file"]:
         os.utime(p, (now - 400 * 86400, now - 400 * 86400))
-    p = make_policy({"home": {"root": str(root), "mode": "0700"}, "archived": ["fresh.user"],
-                     "report": {"dir": str(tmp_path / "reports"), "stale_after": "180d"}})
+    p = make_policy(
+        {
+            "home": {"root": str(root), "mode": "0700"},
+            "archived": ["fresh.user"],
+            "report": {"dir": str(tmp_path / "reports"), "stale_after": "180d"},
+        }
+    )
     monkeypatch.setattr(report, "wtmp_logins", lambda: {})
     monkeypatch.setattr(report, "lastlog_time", lambda uid: None)
     monkeypatch.setattr(report, "role_of", lambda u, p: None)

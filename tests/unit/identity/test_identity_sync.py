@@ -67,12 +67,20 @@ def test_unresolved_users_are_not_members(pol):
 
 def test_unreachable_directory_removes_nobody(pol):
     cur = {"ds01-student": names("123456"), "docker-users": names("123456")}
-    p = plan(pol, None, "cannot reach the directory at ldaps://dc1", cur, names("123456") | {"lt.student"})
+    p = plan(
+        pol,
+        None,
+        "cannot reach the directory at ldaps://dc1",
+        cur,
+        names("123456") | {"lt.student"},
+    )
     assert p.refused and "cannot reach" in p.refused
     assert p.desired["ds01-student"] == ["123456@example.lan", "lt.student"]  # adds still happen
     assert [c.action for c in p.changes] == ["add", "add"]
     assert {(c.group, c.user) for c in p.withheld} == {
-        ("ds01-student", "123456@example.lan"), ("docker-users", "123456@example.lan")}
+        ("ds01-student", "123456@example.lan"),
+        ("docker-users", "123456@example.lan"),
+    }
 
 
 def test_drop_beyond_fraction_is_refused(pol):
@@ -98,9 +106,13 @@ def test_directory_off_uses_lists_only(make_policy):
 
 
 def test_known_users_are_not_new_again(pol):
-    p = plan(pol, view("123456"), None, {}, names("123456"), known={"123456@example.lan": "student"})
+    p = plan(
+        pol, view("123456"), None, {}, names("123456"), known={"123456@example.lan": "student"}
+    )
     assert p.new_users == []
-    p = plan(pol, view("123456"), None, {}, names("123456"), known={"123456@example.lan": "faculty"})
+    p = plan(
+        pol, view("123456"), None, {}, names("123456"), known={"123456@example.lan": "faculty"}
+    )
     assert p.new_users == [("123456@example.lan", "student")]
 
 
@@ -121,17 +133,27 @@ def test_apply_runs_commands_hooks_logs_and_saves_state(pol, monkeypatch, tmp_pa
 
     calls, handled = [], []
     monkeypatch.setattr(sync.hooks, "NEW_USER_HANDLERS", ("x:y",))
-    monkeypatch.setattr(sync.hooks, "handlers", lambda: [("x:y", lambda u, p: handled.append(u.name))])
+    monkeypatch.setattr(
+        sync.hooks, "handlers", lambda: [("x:y", lambda u, p: handled.append(u.name))]
+    )
     p = plan(pol, view("123456", "j.doe"), None, {}, names("123456", "j.doe"))
-    out = apply(p, pol, State(), ChangeLog(str(tmp_path / "sync.log"), "test"), run=calls.append,
-                user_of=lambda n, r: LocalUser(n, 1000, 1000, f"/home/{n}", r))
+    out = apply(
+        p,
+        pol,
+        State(),
+        ChangeLog(str(tmp_path / "sync.log"), "test"),
+        run=calls.append,
+        user_of=lambda n, r: LocalUser(n, 1000, 1000, f"/home/{n}", r),
+    )
     assert calls == membership_commands(p) and out.hook_failures == []
     assert sorted(handled) == sorted(names("123456", "j.doe"))
     log = (tmp_path / "sync.log").read_text()
     assert "test: add j.doe@example.lan to ds01-researcher: account matches naming rule" in log
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved == {"directory_users": 2, "known": {"123456@example.lan": "student",
-                                                     "j.doe@example.lan": "researcher"}}
+    assert saved == {
+        "directory_users": 2,
+        "known": {"123456@example.lan": "student", "j.doe@example.lan": "researcher"},
+    }
 
 
 def test_failed_hook_is_retried_next_time(pol, monkeypatch, tmp_path):
@@ -142,17 +164,30 @@ def test_failed_hook_is_retried_next_time(pol, monkeypatch, tmp_path):
 
     monkeypatch.setattr(sync.hooks, "handlers", lambda: [("m:broken", broken)])
     p = plan(pol, view("123456"), None, {}, names("123456"))
-    out = apply(p, pol, State(), ChangeLog(str(tmp_path / "sync.log"), "t"), run=lambda c: None,
-                user_of=lambda n, r: LocalUser(n, 1, 1, "/home/x", r))
+    out = apply(
+        p,
+        pol,
+        State(),
+        ChangeLog(str(tmp_path / "sync.log"), "t"),
+        run=lambda c: None,
+        user_of=lambda n, r: LocalUser(n, 1, 1, "/home/x", r),
+    )
     assert out.hook_failures == [("123456@example.lan", "m:broken", "disk full")]
     assert State.load(str(tmp_path / "state.json")).known == {}
 
 
 def test_refused_run_keeps_the_baseline_and_logs_loudly(pol, tmp_path):
     p = plan(pol, None, "timeout", {"ds01-student": names("123456")}, names("123456"))
-    apply(p, pol, State(directory_users=50, known={"123456@example.lan": "student"}),
-          ChangeLog(str(tmp_path / "sync.log"), "t"), run=lambda c: None)
+    apply(
+        p,
+        pol,
+        State(directory_users=50, known={"123456@example.lan": "student"}),
+        ChangeLog(str(tmp_path / "sync.log"), "t"),
+        run=lambda c: None,
+    )
     st = State.load(str(tmp_path / "state.json"))
     assert st.directory_users == 50 and st.known == {"123456@example.lan": "student"}
-    assert "REFUSED to remove anyone: the directory could not be read completely: timeout" in (
-        tmp_path / "sync.log").read_text()
+    assert (
+        "REFUSED to remove anyone: the directory could not be read completely: timeout"
+        in (tmp_path / "sync.log").read_text()
+    )
