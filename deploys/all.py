@@ -11,5 +11,6 @@ local.include("deploys/groups.py")
 local.include("deploys/storage.py")
 local.include("deploys/slices.py")
 local.include("deploys/gpu.py")
+local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # last: new-user hooks need storage and slices

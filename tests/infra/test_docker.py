@@ -1,0 +1,344 @@
+"""The converged VM, from the outside: deploys/docker.py and the access service.
+
+    DS01_VM=dk python3 -m pytest tests/infra/test_docker.py
+
+Needs a VM converged with deploys/all.py (role groups, docker-users, slices
+and the GPU allocator come from the other deploys). Users are the VM's local
+test accounts: lt.student and lt.student2 (students), lt.researcher, lt.admin.
+Every user command goes through /usr/local/bin/docker exactly as a login would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
+POLICY = yaml.safe_load((REPO / "tests/vm/policy.yaml").read_text())
+IMG = "ds01-vm/tiny:1"
+S1, S2, RES, ADM = "lt.student", "lt.student2", "lt.researcher", "lt.admin"
+
+# A tiny image from the VM's own binaries (the VM has no registry).
+MAKE_IMAGE = r"""
+set -e
+docker -H unix:///run/docker.sock image inspect {img} >/dev/null 2>&1 && exit 0
+d=$(mktemp -d); cd $d; ln -s usr/bin bin; ln -s usr/lib lib; ln -s usr/lib64 lib64
+mkdir -p usr/bin usr/lib usr/lib64 tmp proc sys dev etc; chmod 1777 tmp
+for b in sh dash sleep cat id echo env ls touch head stat; do
+  f=$(readlink -f $(command -v $b)); cp $f .$f
+  ldd $f | grep -o '/[^ ]*' | while read l; do r=$(readlink -f $l); mkdir -p .$(dirname $r); \
+    cp $r .$r; [ "$l" = "$r" ] || { mkdir -p .$(dirname $l); [ -e .$l ] || ln -s $r .$l; }; done
+done
+echo 'root:x:0:0:root:/:/bin/sh' > etc/passwd
+tar -c . | docker -H unix:///run/docker.sock import - {img} >/dev/null
+"""
+
+
+@pytest.fixture(scope="module")
+def vm():
+    name = os.environ.get("DS01_VM")
+    port_file = CACHE / "run" / str(name) / "port"
+    if not name or not port_file.exists():
+        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
+    host = testinfra.get_host(
+        f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
+        ssh_identity_file=str(CACHE / "id_ed25519"),
+    )
+    host.check_output("sh -c " + shlex.quote(MAKE_IMAGE.format(img=IMG)))
+    return host
+
+
+def dk(vm, user: str, args: str, stdin: str | None = None):
+    """``docker ARGS`` as ``user``, the way their shell would run it."""
+    cmd = f"cd /tmp && docker {args}"
+    if stdin is not None:
+        cmd = f"printf %s {shlex.quote(stdin)} | docker {args}"
+    return vm.run(f"runuser -u {user} -- sh -c {shlex.quote(cmd)}")
+
+
+def ok(r) -> str:
+    assert r.rc == 0, r.stderr
+    return r.stdout
+
+
+def refused(r, words: str) -> str:
+    assert r.rc != 0, r.stdout
+    assert words in r.stderr, r.stderr
+    return r.stderr
+
+
+def real(vm, args: str) -> str:
+    return vm.check_output(f"docker -H unix:///run/docker.sock {args}")
+
+
+def inspect(vm, ref: str) -> dict:
+    return json.loads(real(vm, f"inspect {ref}"))[0]
+
+
+# --------------------------------------------------------------------------
+# The engine and the sockets
+# --------------------------------------------------------------------------
+
+
+def test_engine_settings(vm):
+    assert vm.service("docker").is_running and vm.service("docker").is_enabled
+    cfg = json.loads(vm.file("/etc/docker/daemon.json").content_string)
+    assert cfg["exec-opts"] == ["native.cgroupdriver=systemd"]
+    assert cfg["cgroup-parent"] == "ds01.slice" and cfg["live-restore"] is True
+    assert cfg["log-opts"] == {
+        "max-size": POLICY["docker"]["log_max_size"],
+        "max-file": str(POLICY["docker"]["log_max_files"]),
+    }
+    assert real(vm, "info --format '{{.CgroupDriver}}'").strip() == "systemd"
+
+
+def test_real_socket_is_root_and_admins_only(vm):
+    sock = vm.file("/run/docker.sock")
+    assert (sock.user, sock.group, sock.mode) == ("root", "ds01-admin", 0o660)
+    assert vm.group("docker").exists and not vm.check_output("getent group docker").split(":")[3]
+    r = dk(vm, S1, "-H unix:///run/docker.sock ps")
+    assert r.rc != 0 and "permission denied" in r.stderr
+    ok(vm.run("runuser -u lt.admin -- /usr/bin/docker -H unix:///run/docker.sock version"))
+
+
+def test_access_service_and_its_socket(vm):
+    assert vm.service("ds01-docker.socket").is_enabled
+    assert vm.service("ds01-docker.service").is_running
+    sock = vm.file("/run/ds01/docker.sock")
+    assert (sock.user, sock.group, sock.mode) == ("root", "docker-users", 0o660)
+    assert S1 in vm.check_output("getent group docker-users")
+    r = vm.run("runuser -u nobody -- /usr/bin/docker -H unix:///run/ds01/docker.sock ps")
+    assert r.rc != 0 and "permission denied" in r.stderr
+
+
+def test_login_shells_point_at_the_service(vm):
+    out = vm.check_output(f"su - {S1} -c 'echo $DOCKER_HOST'")
+    assert out == "unix:///run/ds01/docker.sock"
+    assert "DS01 docker" in ok(dk(vm, S1, "ds01"))
+
+
+def test_nvidia_device_permissions_are_configured(vm):
+    gid = vm.check_output("getent group ds01-admin").split(":")[2]
+    conf = vm.file("/etc/modprobe.d/ds01-nvidia.conf").content_string
+    assert f"NVreg_DeviceFileGID={gid} NVreg_DeviceFileMode=0660" in conf
+    assert (
+        'GROUP="ds01-admin", MODE="0660"'
+        in vm.file("/etc/udev/rules.d/70-ds01-nvidia.rules").content_string
+    )
+
+
+def test_image_prune_is_scheduled(vm):
+    cron = vm.file("/etc/cron.d/ds01-image-prune").content_string
+    assert f"{POLICY['schedules']['image_prune']} root /usr/local/bin/ds01 images prune" in cron
+    out = vm.check_output("ds01 images prune --dry-run")
+    assert "image prune:" in out and IMG not in out  # fresh images are kept
+
+
+# --------------------------------------------------------------------------
+# Isolation matrix
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s1(vm):
+    for user in (S1, S2):
+        vm.run(f"runuser -u {user} -- docker rm -f $(runuser -u {user} -- docker ps -aq) ")
+    ok(dk(vm, S1, f"run -d --name s1 {IMG} sleep 1000"))
+    ok(dk(vm, S1, "volume create s1vol"))
+    ok(dk(vm, S1, "network create s1net"))
+    yield "s1"
+    dk(vm, S1, "rm -f s1")
+    dk(vm, S1, "volume rm s1vol")
+    dk(vm, S1, "network rm s1net")
+
+
+MATRIX = [  # what lt.student2 tries on lt.student's things
+    "inspect s1",
+    "logs s1",
+    "exec s1 true",
+    "attach --no-stdin s1",
+    "stop s1",
+    "kill s1",
+    "restart s1",
+    "rename s1 x",
+    "update --cpus 0.5 s1",
+    "commit s1 stolen",
+    "export -o /tmp/x s1",
+    "rm -f s1",
+    "top s1",
+    "pause s1",
+    "cp s1:/etc/passwd /tmp/p",
+    "stats --no-stream s1",
+    "volume rm s1vol",
+    "volume inspect s1vol",
+    "network rm s1net",
+    "network inspect s1net",
+    "network connect s1net s1",
+]
+
+
+@pytest.mark.parametrize("args", MATRIX)
+def test_other_student_is_refused(vm, s1, args):
+    r = dk(vm, S2, args)
+    assert r.rc != 0, r.stdout
+    assert "lt.student" in r.stderr or "not yours" in r.stderr, r.stderr
+    assert inspect(vm, "s1")["State"]["Running"]
+
+
+def test_owner_and_admin_are_allowed(vm, s1):
+    assert ok(dk(vm, S1, "exec s1 echo mine")) == "mine\n"
+    assert ok(dk(vm, S1, "exec -i s1 cat", stdin="piped")) == "piped"
+    ok(dk(vm, S1, "logs s1"))
+    ok(dk(vm, ADM, "logs s1"))
+    assert "s1" in ok(dk(vm, ADM, "ps --format '{{.Names}}'")).split()
+
+
+def test_lists_show_own_objects_only(vm, s1):
+    assert "s1" not in ok(dk(vm, S2, "ps -a --format '{{.Names}}'")).split()
+    assert "s1" in ok(dk(vm, S1, "ps -a --format '{{.Names}}'")).split()
+    assert "s1vol" not in ok(dk(vm, S2, "volume ls -q")).split()
+    assert "s1net" not in ok(dk(vm, S2, "network ls --format '{{.Name}}'")).split()
+
+
+def test_python_sdk_of_another_user_is_refused(vm, s1):
+    code = (
+        "import docker; c = docker.from_env()\n"
+        "print(sorted(x.name for x in c.containers.list(all=True)))\n"
+        "try:\n    c.containers.get('s1').stop(); print('STOPPED')\n"
+        "except docker.errors.APIError as e:\n    print('REFUSED', e.explanation)\n"
+    )
+    out = vm.check_output(
+        f"runuser -u {S2} -- env DOCKER_HOST=unix:///run/ds01/docker.sock "
+        f"/opt/ds01/venv/bin/python -c {shlex.quote(code)}"
+    )
+    assert "'s1'" not in out.splitlines()[0]
+    assert "REFUSED" in out and "belongs to lt.student" in out
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        ("image prune -f", "admins only"),
+        ("system prune -f", "admins only"),
+        ("volume prune -f", "admins only"),
+        ("builder prune -f", "admins only"),
+        (f"image rm {IMG}", "shared base image"),
+        (f"run --rm --privileged {IMG} true", "privileged"),
+        (f"run --rm --cap-add SYS_ADMIN {IMG} true", "SYS_ADMIN is not allowed"),
+        (f"run --rm --pid host {IMG} true", "process namespace"),
+        (f"run --rm --network host {IMG} true", "host's network"),
+        (f"run --rm --device /dev/null {IMG} true", "--device"),
+        (f"run --rm -v /etc:/x {IMG} true", "not allowed"),
+        (f"run --rm -v /home/lt.student2:/x {IMG} true", "not allowed"),
+        (f"run --rm -v /run/docker.sock:/var/run/docker.sock {IMG} true", "docker socket"),
+        (f"run --rm -u 0 -v /home/lt.student:/w {IMG} true", "run as you"),
+        (f"run --rm --gpus all {IMG} true", "--gpus all"),
+    ],
+)
+def test_refused_for_students(vm, args, words):
+    refused(dk(vm, S1, args), words)
+
+
+def test_admin_may_prune(vm):
+    ok(dk(vm, ADM, "image prune -f"))
+
+
+# --------------------------------------------------------------------------
+# Limits, slices, container types
+# --------------------------------------------------------------------------
+
+
+def test_limits_are_in_force_inside_the_container(vm, s1):
+    c = POLICY["roles"]["student"]["container"]
+    mem = int(c["memory"].rstrip("m")) * 2**20
+    out = ok(
+        dk(
+            vm,
+            S1,
+            "exec s1 cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max",
+        )
+    ).split()
+    assert out[:2] == [str(mem), str(c["pids"])]
+    assert out[2:] == [str(int(c["cpus"] * 100000)), "100000"]
+    info = inspect(vm, "s1")
+    slice_ = info["HostConfig"]["CgroupParent"]
+    assert slice_ == "ds01-student-lt.student.slice"
+    scope = f"docker-{info['Id']}.scope"
+    assert vm.file(
+        f"/sys/fs/cgroup/ds01.slice/ds01-student.slice/ds01-student-lt.student.slice/{scope}"
+    ).is_directory
+
+
+def test_devcontainer_style_create_gets_limits_labels_and_runs_as_the_user(vm):
+    uid = vm.check_output(f"id -u {S1}")
+    args = (
+        f"run --rm --label devcontainer.local_folder=/home/{S1}/proj "
+        f"--label devcontainer.config_file=/home/{S1}/proj/.devcontainer/devcontainer.json "
+        f"--mount type=bind,source=/home/{S1},target=/workspaces/proj --name dc1 {IMG} "
+        "sh -c 'id -u; cat /sys/fs/cgroup/memory.max; sleep 3'"
+    )
+    vm.run(f"runuser -u {S1} -- sh -c {shlex.quote('cd /tmp && docker ' + args)} > /tmp/dc1.out &")
+    deadline = time.time() + 30
+    while time.time() < deadline and vm.run("docker -H unix:///run/docker.sock inspect dc1").rc:
+        time.sleep(0.5)
+    labels = inspect(vm, "dc1")["Config"]["Labels"]
+    assert labels["ds01.container_type"] == "devcontainer" and labels["ds01.user"] == S1
+    time.sleep(4)
+    out = vm.check_output("cat /tmp/dc1.out").split()
+    assert out[0] == uid
+
+
+# --------------------------------------------------------------------------
+# GPUs (simulated backend): assigned, allocated, blocked, held, queue
+# --------------------------------------------------------------------------
+
+
+def gpu_state(vm, name: str) -> str | None:
+    code = (
+        "import sqlite3,sys; db=sqlite3.connect('/var/lib/ds01/gpu/allocator.sqlite3'); "
+        "r=db.execute('select state from containers where name=?',(sys.argv[1],)).fetchone(); "
+        "print(r[0] if r else 'none')"
+    )
+    out = vm.check_output(f"/opt/ds01/venv/bin/python -c {shlex.quote(code)} {name}")
+    return None if out == "none" else out
+
+
+def test_gpu_lifecycle(vm):
+    for user, name in ((S1, "g1"), (S2, "g2"), (RES, "g3")):
+        dk(vm, user, f"rm -f {name}")
+    ok(dk(vm, S1, f"create --gpus device=3g.20gb --name g1 {IMG} sleep 1000"))
+    assert gpu_state(vm, "g1") == "assigned"
+    uuid = inspect(vm, "g1")["Config"]["Labels"]["ds01.gpu"]
+    assert uuid.startswith("MIG-")
+    env = inspect(vm, "g1")["Config"]["Env"]
+    assert f"NVIDIA_VISIBLE_DEVICES={uuid}" in env
+    ok(dk(vm, S2, f"create --gpus device=3g.20gb --name g2 {IMG} sleep 1000"))
+    assert inspect(vm, "g2")["Config"]["Labels"]["ds01.gpu"] == uuid  # the only 3g.20gb
+    ok(dk(vm, S1, "start g1"))
+    assert gpu_state(vm, "g1") == "allocated"
+    refused(dk(vm, S2, "start g2"), S1)  # blocked: who holds it
+    ok(dk(vm, S1, "stop -t 1 g1"))
+    time.sleep(2)
+    assert gpu_state(vm, "g1") == "held"  # the role's gpu_hold_after_stop
+    refused(dk(vm, S2, "start g2"), S1)
+    # the queue: lt.student2 waits for a 3g.20gb; when g1 goes, the unit is theirs
+    ok(vm.run(f"runuser -u {S2} -- ds01 gpu queue join --kind 3g.20gb"))
+    ok(dk(vm, RES, f"create --gpus device=3g.20gb --name g3 {IMG} sleep 1000"))
+    ok(dk(vm, S1, "rm g1"))
+    time.sleep(2)
+    assert gpu_state(vm, "g1") is None
+    refused(dk(vm, RES, "start g3"), "queue")  # reserved for the head of the queue
+    ok(dk(vm, S2, "start g2"))
+    assert gpu_state(vm, "g2") == "allocated"
+    for user, name in ((S2, "g2"), (RES, "g3")):
+        ok(dk(vm, user, f"rm -f {name}"))
