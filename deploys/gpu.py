@@ -44,13 +44,21 @@ if gpus and not host.get_fact(Which, command="nvidia-ctk"):
 state = f"{gpu.state_dir}/gpu"
 files.directory(name=f"GPU allocator state {state}", path=state,
                 user="root", group="root", mode="0755")  # fmt: skip
+files.template(
+    name=f"GPU status directory {gpu.runtime_dir} at boot: /etc/tmpfiles.d/ds01-gpu.conf",
+    src=str(TEMPLATES / "ds01-gpu.tmpfiles.j2"), dest="/etc/tmpfiles.d/ds01-gpu.conf",
+    user="root", group="root", mode="0644", runtime_dir=gpu.runtime_dir,
+)  # fmt: skip
+files.directory(name=f"GPU status directory {gpu.runtime_dir} now", path=gpu.runtime_dir,
+                user="root", group="root", mode="0755")  # fmt: skip
 
 service = files.template(
     name="Reconciler unit /etc/systemd/system/ds01-gpu-reconcile.service",
     src=str(TEMPLATES / "ds01-gpu-reconcile.service.j2"),
     dest="/etc/systemd/system/ds01-gpu-reconcile.service",
     user="root", group="root", mode="0644",
-    state_dir=gpu.state_dir, timeout=max(gpu.reconcile_interval, 60),
+    state_dir=gpu.state_dir, runtime_dir=gpu.runtime_dir,
+    timeout=max(gpu.reconcile_interval, 60),
 )  # fmt: skip
 timer = files.template(
     name=f"Reconciler timer ds01-gpu-reconcile.timer (every {gpu.reconcile_interval}s)",

@@ -348,6 +348,8 @@ class Gpu(Strict):
     backend: Literal["auto", "nvml", "simulated"]
     simulated: list[SimulatedGpu]
     state_dir: AbsPath
+    # tmpfs directory for the world-readable status snapshot (rewritten on every decision)
+    runtime_dir: AbsPath = "/run/ds01-gpu"
     queue_reservation: Duration  # a released unit is held for the queue's head this long
     reconcile_interval: Duration
     # Users who may open /dev/nvidia* outside containers (besides root).

@@ -26,6 +26,7 @@ reservation passes to the next in line.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -44,9 +45,15 @@ EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
 SCHEMA_VERSION = 1
 DB_NAME = "gpu/allocator.sqlite3"
 # Ordinary users cannot open a WAL database read-only once its last writer has
-# closed it, so every write transaction leaves this world-readable copy of the
-# status beside the database; `ds01 gpu status` reads it when not root.
+# closed it, so every write transaction leaves a world-readable copy of the
+# status in gpu.runtime_dir (tmpfs: a rename there costs no disk flush);
+# `ds01 gpu status` reads it when not root.
 SNAPSHOT_NAME = "status.json"
+
+
+def snapshot_path(policy: Policy) -> str:
+    return os.path.join(policy.gpu.runtime_dir, SNAPSHOT_NAME)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -215,6 +222,8 @@ class Allocator:
       (default: the policy's ``gpu.backend``)
     + clock: seconds since the epoch (tests pass a fake one)
     + readonly: open for reading only (``ds01 gpu status`` as an ordinary user)
+    + snapshot: where the status snapshot goes (default: in ``gpu.runtime_dir``
+      with the default database, beside the database otherwise)
     """
 
     def __init__(
@@ -225,18 +234,27 @@ class Allocator:
         backend=None,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        snapshot: str | None = None,
     ):
         self.policy = policy
         self.path = db_path or os.path.join(policy.gpu.state_dir, DB_NAME)
         self.clock = clock
         self.readonly = readonly
-        self.snapshot_path = os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
+        self.snapshot_path = snapshot or (
+            snapshot_path(policy)
+            if db_path is None
+            else os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
+        )
         if readonly:
             self.db = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
             )
             return
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(self.snapshot_path), mode=0o755, exist_ok=True)
+        # Writers queue on this lock before BEGIN IMMEDIATE: the kernel wakes the
+        # next one at once, where SQLite's busy handler would poll with sleeps.
+        self.lock = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
@@ -255,6 +273,8 @@ class Allocator:
 
     def close(self) -> None:
         self.db.close()
+        if not self.readonly:
+            os.close(self.lock)
 
     # -- transactions ------------------------------------------------------
 
@@ -263,17 +283,21 @@ class Allocator:
         """One decision: BEGIN IMMEDIATE ... COMMIT. A refusal (GpuError) still
         commits the housekeeping done before it (expiries); any other error
         rolls everything back."""
-        self.db.execute("BEGIN IMMEDIATE")
-        changes = self.db.total_changes
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by the kernel if we are killed
         try:
-            yield self.db
-        except GpuError:
+            self.db.execute("BEGIN IMMEDIATE")
+            changes = self.db.total_changes
+            try:
+                yield self.db
+            except GpuError:
+                self._commit(changes)
+                raise
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
             self._commit(changes)
-            raise
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self._commit(changes)
+        finally:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     def _commit(self, changes_before: int) -> None:
         if self.db.total_changes != changes_before:
@@ -281,7 +305,7 @@ class Allocator:
         self.db.execute("COMMIT")
 
     def _write_snapshot(self) -> None:
-        data = json.dumps(self._snapshot(), indent=1, sort_keys=True)
+        data = json.dumps(self._snapshot(), separators=(",", ":"))
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.snapshot_path), prefix=".status.")
         try:
             with os.fdopen(fd, "w") as f:

@@ -26,7 +26,7 @@ import sys
 import time
 
 from ds01.config import DEFAULT_POLICY_PATH, Policy
-from ds01.gpu.allocator import DB_NAME, SNAPSHOT_NAME, Allocator, GpuError, when
+from ds01.gpu.allocator import Allocator, GpuError, snapshot_path, when
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE
 
 DS01 = "/usr/local/bin/ds01"  # the path /etc/sudoers.d/ds01-gpu-queue names
@@ -145,9 +145,8 @@ def _snapshot(policy: Policy) -> dict | None:
             return alloc.snapshot()
         finally:
             alloc.close()
-    path = os.path.join(policy.gpu.state_dir, os.path.dirname(DB_NAME), SNAPSHOT_NAME)
     try:
-        with open(path) as f:
+        with open(snapshot_path(policy)) as f:
             return json.load(f)
     except FileNotFoundError:
         return None

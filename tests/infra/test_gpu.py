@@ -41,10 +41,10 @@ def as_user(vm, user: str, cmd: str):
 def wait_for_snapshot(vm, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if vm.file("/var/lib/ds01/gpu/status.json").exists:
+        if vm.file("/run/ds01-gpu/status.json").exists:
             return
         time.sleep(2)
-    pytest.fail("the reconciler never wrote /var/lib/ds01/gpu/status.json")
+    pytest.fail("the reconciler never wrote /run/ds01-gpu/status.json")
 
 
 def test_timer_active_and_last_pass_succeeded(vm):
@@ -63,14 +63,14 @@ def test_service_is_hardened(vm):
         "ds01-gpu-reconcile.service"
     )
     assert "ProtectSystem=strict" in props and "NoNewPrivileges=yes" in props
-    assert "ReadWritePaths=/var/lib/ds01" in props
+    assert "ReadWritePaths=/var/lib/ds01 /run/ds01-gpu" in props
 
 
 def test_state_is_root_only_except_the_snapshot(vm):
     wait_for_snapshot(vm)
     db = vm.file("/var/lib/ds01/gpu/allocator.sqlite3")
     assert db.user == "root" and db.mode & 0o022 == 0
-    snap = vm.file("/var/lib/ds01/gpu/status.json")
+    snap = vm.file("/run/ds01-gpu/status.json")
     assert snap.user == "root" and snap.mode == 0o644
     assert vm.file("/var/lib/ds01/gpu").mode == 0o755
 

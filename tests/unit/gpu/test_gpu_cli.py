@@ -16,7 +16,10 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def policy_file(tmp_path):
     text = (REPO / "config/resource-allocation.yaml").read_text()
-    text = text.replace("state_dir: /var/lib/ds01", f"state_dir: {tmp_path}/state")
+    text = text.replace(
+        "state_dir: /var/lib/ds01",
+        f"state_dir: {tmp_path}/state\n  runtime_dir: {tmp_path}/run",
+    )
     text = text.replace("backend: auto", "backend: simulated")
     p = tmp_path / "policy.yaml"
     p.write_text(text)
@@ -54,7 +57,7 @@ def test_status_as_root_then_as_an_ordinary_user(policy_file, as_root, capsys, m
     row = next(line for line in out.splitlines() if "3g.20gb" in line)
     assert "allocated" in row and "123456" in row and "c1" in row
     assert "9 of 10 units free" in out
-    snapshot = Path(policy_file).parent / "state/gpu/status.json"
+    snapshot = Path(policy_file).parent / "run/status.json"
     assert oct(snapshot.stat().st_mode & 0o777) == "0o644"
 
 
