@@ -221,7 +221,6 @@ class Allocator:
     + backend: where the layout is read from when the database has no units yet
       (default: the policy's ``gpu.backend``)
     + clock: seconds since the epoch (tests pass a fake one)
-    + readonly: open for reading only (``ds01 gpu status`` as an ordinary user)
     + snapshot: where the status snapshot goes (default: in ``gpu.runtime_dir``
       with the default database, beside the database otherwise)
     """
@@ -233,23 +232,16 @@ class Allocator:
         *,
         backend=None,
         clock: Callable[[], float] = time.time,
-        readonly: bool = False,
         snapshot: str | None = None,
     ):
         self.policy = policy
         self.path = db_path or os.path.join(policy.gpu.state_dir, DB_NAME)
         self.clock = clock
-        self.readonly = readonly
         self.snapshot_path = snapshot or (
             snapshot_path(policy)
             if db_path is None
             else os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
         )
-        if readonly:
-            self.db = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None
-            )
-            return
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         os.makedirs(os.path.dirname(self.snapshot_path), mode=0o755, exist_ok=True)
         # Writers queue on this lock before BEGIN IMMEDIATE: the kernel wakes the
@@ -273,8 +265,7 @@ class Allocator:
 
     def close(self) -> None:
         self.db.close()
-        if not self.readonly:
-            os.close(self.lock)
+        os.close(self.lock)
 
     # -- transactions ------------------------------------------------------
 
