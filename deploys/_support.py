@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -42,10 +43,22 @@ def _run(cmd: list[str]) -> None:
         raise SystemExit(f"building the ds01 wheelhouse failed: {' '.join(cmd)}\n{proc.stderr}")
 
 
+@dataclass(frozen=True)
+class Wheelhouse:
+    path: Path  # local directory holding every wheel
+    ds01_wheel: str  # file name of the ds01 wheel
+    ds01_build: str  # sha256 of the ds01 wheel
+    deps_build: str  # sha256 over the dependency wheels
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @cache
-def wheelhouse(python_version: str = "3.11") -> tuple[Path, str]:
-    """Build ``build/wheelhouse/py<version>`` once per run; return it and a
-    sha256 over its wheels (the build identity the server's venv is stamped with)."""
+def wheelhouse(python_version: str = "3.11") -> Wheelhouse:
+    """Build ``build/wheelhouse/py<version>`` once per run: the ds01 wheel
+    (byte-reproducible) and the pinned dependencies for the server's Python."""
     out = WHEELHOUSE / f"py{python_version}"
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("ds01-*.whl"):
@@ -60,7 +73,9 @@ def wheelhouse(python_version: str = "3.11") -> tuple[Path, str]:
             "--platform", "manylinux2014_x86_64", "--implementation", "cp",
             "--python-version", python_version, *reqs,
         ])  # fmt: skip
+    ds01 = next(out.glob("ds01-*.whl"))
     digest = hashlib.sha256()
     for whl in sorted(out.glob("*.whl")):
-        digest.update(whl.name.encode() + b"\0" + hashlib.sha256(whl.read_bytes()).digest())
-    return out, digest.hexdigest()
+        if whl != ds01:
+            digest.update(whl.name.encode() + b"\0" + _sha(whl).encode())
+    return Wheelhouse(out, ds01.name, _sha(ds01), digest.hexdigest())

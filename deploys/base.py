@@ -35,22 +35,29 @@ files.put(
 for path, mode in (("/var/lib/ds01", "0755"), ("/var/log/ds01", "0750")):
     files.directory(name=f"ds01 state {path}", path=path, user="root", group="root", mode=mode)
 
-local_wheels, build = wheelhouse(python_version)
+wheels = wheelhouse(python_version)
 files.directory(name="ds01 prefix /opt/ds01", path=host.data.ds01_prefix,
                 user="root", group="root", mode="0755")
 files.sync(
     name="Wheelhouse /opt/ds01/wheelhouse",
-    src=str(local_wheels),
+    src=str(wheels.path),
     dest=f"{host.data.ds01_prefix}/wheelhouse",
     user="root", group="root", mode="0644", dir_mode="0755",
     delete=True,
 )
-venv.from_wheelhouse(
-    name=f"ds01 {__version__} virtual environment /opt/ds01/venv",
+venv.dependencies(
+    name="ds01 dependencies in /opt/ds01/venv",
     path=host.data.ds01_venv,
     wheelhouse=f"{host.data.ds01_prefix}/wheelhouse",
-    requirements=[f"ds01=={__version__}", *server_requirements()],
-    build=build,
+    requirements=server_requirements(),
+    build=wheels.deps_build,
+)
+venv.package(
+    name=f"ds01 {__version__} in /opt/ds01/venv",
+    path=host.data.ds01_venv,
+    wheel=f"{host.data.ds01_prefix}/wheelhouse/{wheels.ds01_wheel}",
+    dist="ds01",
+    build=wheels.ds01_build,
 )
 files.link(
     name="ds01 on every user's PATH: /usr/local/bin/ds01",

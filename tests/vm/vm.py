@@ -146,15 +146,11 @@ def build(force: bool = False) -> Path:
         shutil.rmtree(root)
         raw.unlink()
         data.unlink()
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        if not out.exists():  # a concurrent build may have finished first
+            work.rename(out)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    for old in CACHE.glob("image-*"):
-        if old != out and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
     log(f"image built in {time.time() - t0:.0f}s: {out.name}")
     return out
 
