@@ -7,7 +7,7 @@ groups (deploys/groups.py, which deploys/all.py runs first).
 """
 
 from pyinfra import host
-from pyinfra.operations import files
+from pyinfra.operations import files, server
 
 from ds01.names import role_group
 from ds01.storage import areas, purge, quota
@@ -42,6 +42,15 @@ if missing_users:
 if policy.storage.quota_filesystem:
     files.directory(name=f"Storage root {policy.storage.quota_filesystem} (traverse only)",
                     path=policy.storage.quota_filesystem, user="root", group="root", mode="0711")
+
+if any(a.sticky and a.kind != "scratch" for a in policy.storage.areas.values()):
+    # Debian's default (2) refuses O_CREAT opens of another user's file in a
+    # group-writable sticky directory: `>>`, open(f, "w") and most editors
+    # could not write a collaborator's file. 1 keeps the protection for
+    # world-writable sticky directories such as /tmp.
+    server.sysctl(name="Collaborators may write each other's files in sticky areas",
+                  key="fs.protected_regular", value=1, persist=True,
+                  persist_file="/etc/sysctl.d/60-ds01-storage.conf")
 
 for d in plans:
     d = areas.without_users(d, missing_users)
