@@ -37,7 +37,7 @@ def server_requirements() -> list[str]:
 
 
 def _run(cmd: list[str]) -> None:
-    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"building the ds01 wheelhouse failed: {' '.join(cmd)}\n{proc.stderr}")

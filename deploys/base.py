@@ -5,17 +5,18 @@ user's PATH and the policy at /etc/ds01/resource-allocation.yaml.
 """
 
 from pyinfra import host
-from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files
 
 from deploys._support import apt_packages, server_requirements, wheelhouse
 from ds01 import __version__
+from facts.python import PythonVersion
 from operations import venv
 
 distro = host.get_fact(LinuxDistribution)
 if distro.get("name") not in ("Debian", "Ubuntu"):
     raise SystemExit(f"ds01-infra supports Debian and Ubuntu servers; {host.name} runs {distro}")
-python_version = host.get_fact(Command, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")
+python_version = host.get_fact(PythonVersion) or "3.11"  # apt installs python3 below
 
 apt.packages(
     name="Base packages",

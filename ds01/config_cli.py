@@ -53,7 +53,9 @@ def summary(policy: Policy) -> str:
             f"{_q(r.user_slice.memory_max, format_size):>9} "
             f"{_q(r.lifecycle.idle_timeout, format_duration):>5}"
         )
-    areas = ", ".join(f"{n} ({a.kind}, {a.link or a.path})" for n, a in policy.storage.areas.items())
+    areas = ", ".join(
+        f"{n} ({a.kind}, {a.link or a.path})" for n, a in policy.storage.areas.items()
+    )
     gpus = policy.gpu.simulated
     rows += [
         "",

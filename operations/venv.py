@@ -11,7 +11,8 @@ _PIP = "install --quiet --no-index --no-cache-dir --disable-pip-version-check"
 
 
 def _stamp(path: str, stamp: str, build: str) -> StringCommand:
-    return StringCommand("echo", QuoteString(build), ">", QuoteString(f"{path}/.ds01-stamp-{stamp}"))
+    stamp_file = QuoteString(f"{path}/.ds01-stamp-{stamp}")
+    return StringCommand("echo", QuoteString(build), ">", stamp_file)
 
 
 @operation()
