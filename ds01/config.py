@@ -633,7 +633,8 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
     dupes: list[tuple[Loc, int]] = []
     _walk(root, (), lines, dupes)
 
-    found: list[tuple[Loc, str]] = [(loc, "duplicate key (the later one would win)") for loc, _ in dupes]
+    found: list[tuple[Loc, str]] = [(loc, "duplicate key (the later one would win)")
+                                     for loc, _ in dupes]
     policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)
@@ -642,7 +643,9 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
     found.extend(_semantic_problems(data))
     found.extend(_limit_problems(data, policy))
     if found:
-        problems = [Problem(filename, _line_of(lines, loc), _dotted(loc), msg) for loc, msg in found]
+        problems = [
+            Problem(filename, _line_of(lines, loc), _dotted(loc), msg) for loc, msg in found
+        ]
         dupe_lines = {_dotted(loc): line for loc, line in dupes}
         problems = [
             Problem(p.file, dupe_lines.get(p.path, p.line), p.path, p.message)
