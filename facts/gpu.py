@@ -29,7 +29,9 @@ class GpuLayout(FactBase[dict]):
                    "instances": [{"uuid": "MIG-...", "profile": "3g.20gb", ...}], ...}]}
     """
 
-    default = dict
+    @staticmethod
+    def default() -> dict:
+        return dict(EMPTY)  # no output at all: neither ds01 nor nvidia-smi on the host
 
     def command(self) -> str:
         return (

@@ -62,6 +62,12 @@ def test_no_gpus_is_an_empty_layout_with_a_reason(case):
     assert fact["gpus"] == [] and fact["error"]
 
 
+def test_default_is_the_empty_layout():
+    """pyinfra returns default() without calling process() when there is no output."""
+    assert GpuLayout.default() == GpuLayout().process([])
+    assert GpuLayout.default()["gpus"] == []
+
+
 def test_nvidia_smi_fallback_mig_modes():
     fact = GpuLayout().process(load("nvidia_smi_fallback")["output"])
     assert [(g["mig_current"], g["mig_pending"]) for g in fact["gpus"]] == [
