@@ -27,7 +27,9 @@ if missing_groups:
 group_members = {g: nss["groups"][g][1] for g in role_groups}
 members = sorted({u for g in role_groups for u in group_members[g]} - set(nss["users"]))
 known = {**nss["users"], **host.get_fact(Nss, users=members, groups=[])["users"]}
-users = {u: (known[u][0], role) for u, role in roles_of_users(policy, group_members, set(known)).items()}
+users = {
+    u: (known[u][0], role) for u, role in roles_of_users(policy, group_members, set(known)).items()
+}
 
 slices.converge(
     name=f"DS01 slices: ds01.slice, {len(policy.roles)} role slices, {len(users)} user slices "

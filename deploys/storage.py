@@ -22,8 +22,11 @@ acl_users, acl_groups = areas.principals(plans)
 role_groups = [role_group(r) for r in policy.roles]
 explicit = sorted({u for users in policy.identity.members.values() for u in users})
 
-nss = host.get_fact(Nss, users=sorted(set(acl_users) | set(explicit)),
-                    groups=sorted(set(acl_groups) | set(role_groups)))
+nss = host.get_fact(
+    Nss,
+    users=sorted(set(acl_users) | set(explicit)),
+    groups=sorted(set(acl_groups) | set(role_groups)),
+)
 missing_groups = sorted((set(acl_groups) | set(role_groups)) - set(nss["groups"]))
 if missing_groups:
     raise SystemExit(
@@ -37,37 +40,60 @@ roles = areas.roles_of_users(policy, group_members, set(known))
 
 missing_users = set(acl_users) - set(known)
 if missing_users:
-    print(f"storage: not on the server yet, left out of the ACLs: {', '.join(sorted(missing_users))}")
+    print(
+        f"storage: not on the server yet, left out of the ACLs: {', '.join(sorted(missing_users))}"
+    )
 
 if policy.storage.quota_filesystem:
-    files.directory(name=f"Storage root {policy.storage.quota_filesystem} (traverse only)",
-                    path=policy.storage.quota_filesystem, user="root", group="root", mode="0711")
+    files.directory(
+        name=f"Storage root {policy.storage.quota_filesystem} (traverse only)",
+        path=policy.storage.quota_filesystem,
+        user="root",
+        group="root",
+        mode="0711",
+    )
 
 if any(a.sticky and a.kind != "scratch" for a in policy.storage.areas.values()):
     # Debian's default (2) refuses O_CREAT opens of another user's file in a
     # group-writable sticky directory: `>>`, open(f, "w") and most editors
     # could not write a collaborator's file. 1 keeps the protection for
     # world-writable sticky directories such as /tmp.
-    server.sysctl(name="Collaborators may write each other's files in sticky areas",
-                  key="fs.protected_regular", value=1, persist=True,
-                  persist_file="/etc/sysctl.d/60-ds01-storage.conf")
+    server.sysctl(
+        name="Collaborators may write each other's files in sticky areas",
+        key="fs.protected_regular",
+        value=1,
+        persist=True,
+        persist_file="/etc/sysctl.d/60-ds01-storage.conf",
+    )
 
 for d in plans:
     d = areas.without_users(d, missing_users)
     files.directory(name=f"Area {d.area}: {d.path}", path=d.path, user=d.owner, group=d.group)
-    acl.directory(name=f"ACL of {d.path}", path=d.path, access=d.access, default=d.default,
-                  setgid=d.setgid, sticky=d.sticky)
+    acl.directory(
+        name=f"ACL of {d.path}",
+        path=d.path,
+        access=d.access,
+        default=d.default,
+        setgid=d.setgid,
+        sticky=d.sticky,
+    )
 
-for name, area in policy.storage.areas.items():
+for _name, area in policy.storage.areas.items():
     if area.link:
-        files.link(name=f"Short path {area.link} -> {area.path}", path=area.link, target=area.path,
-                   user="root", group="root")
+        files.link(
+            name=f"Short path {area.link} -> {area.path}",
+            path=area.link,
+            target=area.path,
+            user="root",
+            group="root",
+        )
 
 for user, role in roles.items():
     uid, gid, home, group = known[user]
     for path in areas.user_dirs(policy, user, role):
-        files.directory(name=f"Private scratch {path}", path=path, user=user, group=group,
-                        mode="0700")
+        files.directory(
+            name=f"Private scratch {path}", path=path, user=user, group=group, mode="0700"
+        )
 
 quota_area = quota.quota_area(policy)
 if policy.storage.quota_filesystem and quota_area is not None:
@@ -79,20 +105,31 @@ if policy.storage.quota_filesystem and quota_area is not None:
 
 scratch = next(iter(areas.scratch_areas(policy)), None)
 if scratch is not None and scratch.purge is not None:
-    files.directory(name=f"Scratch purge notices {purge.NOTICE_DIR}", path=purge.NOTICE_DIR,
-                    user="root", group="root", mode="0711")
+    files.directory(
+        name=f"Scratch purge notices {purge.NOTICE_DIR}",
+        path=purge.NOTICE_DIR,
+        user="root",
+        group="root",
+        mode="0711",
+    )
     files.template(
         name="Login notice of files the scratch purge will remove",
         src="templates/storage/ds01-scratch-notice.sh.j2",
         dest="/etc/profile.d/ds01-scratch-notice.sh",
-        user="root", group="root", mode="0644",
+        user="root",
+        group="root",
+        mode="0644",
         notice_dir=purge.NOTICE_DIR,
     )
     files.template(
         name="Scratch purge schedule /etc/cron.d/ds01-scratch-purge",
         src="templates/storage/ds01-scratch-purge.cron.j2",
         dest="/etc/cron.d/ds01-scratch-purge",
-        user="root", group="root", mode="0644",
-        schedule=policy.schedules.scratch_purge, root=scratch.path,
-        after=format_duration(scratch.purge.after), warn=format_duration(scratch.purge.warn_before),
+        user="root",
+        group="root",
+        mode="0644",
+        schedule=policy.schedules.scratch_purge,
+        root=scratch.path,
+        after=format_duration(scratch.purge.after),
+        warn=format_duration(scratch.purge.warn_before),
     )

@@ -306,6 +306,11 @@ class Storage(Strict):
                     f"area '{name}' sets quotas but {path} is not under quota_filesystem ({fs}); "
                     "move the area or set quota_filesystem to its mount point"
                 )
+        if with_projects:
+            raise ValueError(
+                f"area(s) {', '.join(with_projects)} set a project quota, which this version does "
+                "not apply yet; remove projects.<name>.quota rather than rely on it"
+            )
         if len(with_quota) > 1:
             raise ValueError(
                 f"areas {', '.join(with_quota)} all set per-user quotas, but an ext4 user quota "

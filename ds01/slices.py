@@ -30,6 +30,7 @@ HEADER = f"{MARK} (deploys/slices.py, rendered by ds01/slices.py); local edits a
 
 def properties(lim: SliceLimits) -> list[str]:
     """The ``[Slice]`` lines for ``lim`` (accounting on, so usage is visible)."""
+
     def inf(v: int | None) -> str:
         return "infinity" if v is None else str(v)
 
@@ -52,13 +53,17 @@ def _unit(description: str, body: list[str]) -> str:
 
 
 def root_unit(policy: Policy) -> str:
-    return _unit(f"{policy.site.name}: all users' containers",
-                 ["CPUAccounting=yes", "MemoryAccounting=yes", "TasksAccounting=yes"])
+    return _unit(
+        f"{policy.site.name}: all users' containers",
+        ["CPUAccounting=yes", "MemoryAccounting=yes", "TasksAccounting=yes"],
+    )
 
 
 def role_unit(policy: Policy, role: str) -> str:
-    return _unit(f"{policy.site.name}: containers of role {role}",
-                 ["CPUAccounting=yes", "MemoryAccounting=yes", "TasksAccounting=yes"])
+    return _unit(
+        f"{policy.site.name}: containers of role {role}",
+        ["CPUAccounting=yes", "MemoryAccounting=yes", "TasksAccounting=yes"],
+    )
 
 
 def user_unit(policy: Policy, role: str, user: str) -> str:
@@ -103,9 +108,10 @@ def slices_to_start(policy: Policy, users: dict[str, tuple[int, str]]) -> list[s
 def is_managed(path: str) -> bool:
     """A unit file or drop-in this module owns (a stale one may be removed)."""
     name = os.path.basename(path)
-    return (name == LOGIN_DROPIN and re.fullmatch(r"user-\d+\.slice\.d", os.path.basename(os.path.dirname(path))) is not None) or (
-        name.startswith("ds01") and name.endswith(".slice")
-    )
+    return (
+        name == LOGIN_DROPIN
+        and re.fullmatch(r"user-\d+\.slice\.d", os.path.basename(os.path.dirname(path))) is not None
+    ) or (name.startswith("ds01") and name.endswith(".slice"))
 
 
 # --------------------------------------------------------------------------
@@ -153,8 +159,10 @@ def ensure_user_slice(user: LocalUser, policy: Policy) -> None:
         if role != user.role:
             old = f"{UNIT_DIR}/{user_slice(role, user.name)}"
             if os.path.exists(old):
-                subprocess.run(["systemctl", "disable", "--no-reload", os.path.basename(old)],
-                               capture_output=True)
+                subprocess.run(
+                    ["systemctl", "disable", "--no-reload", os.path.basename(old)],
+                    capture_output=True,
+                )
                 os.unlink(old)
                 changed.append(old)
     if changed:

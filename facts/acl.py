@@ -120,7 +120,9 @@ class Nss(FactBase[NssNames]):
     .. code:: python
 
         {
-            "users": {"j.doe@example.lan": [1001, 1001, "/home/j.doe@example.lan", "j.doe@example.lan"]},
+            "users": {
+                "j.doe@example.lan": [1001, 1001, "/home/j.doe@example.lan", "j.doe@example.lan"],
+            },
             "groups": {"ds01-student": [2001, ["123456@example.lan"]]},
         }
     """

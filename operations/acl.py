@@ -14,15 +14,21 @@ _BASE = ("user:", "group:", "other:")
 def _check(entries: dict[str, str], what: str) -> None:
     for key in _BASE:
         if key not in entries:
-            raise OperationError(f"{what} ACL lacks the '{key}' entry (owner, group and other are required)")
+            raise OperationError(
+                f"{what} ACL lacks the '{key}' entry (owner, group and other are required)"
+            )
     for key, perms in entries.items():
         tag = key.split(":", 1)[0]
         if tag not in ("user", "group", "other") or key.count(":") != 1 or key == "mask:":
-            raise OperationError(f"{what} ACL entry {key!r} is not 'user:NAME', 'group:NAME' or 'other:'")
+            raise OperationError(
+                f"{what} ACL entry {key!r} is not 'user:NAME', 'group:NAME' or 'other:'"
+            )
         if tag == "other" and key != "other:":
             raise OperationError(f"{what} ACL entry {key!r}: 'other' takes no name")
         if len(perms) != 3 or any(c not in ok for c, ok in zip(perms, _PERM_CHARS, strict=True)):
-            raise OperationError(f"{what} ACL entry {key!r}: permissions {perms!r} are not like 'r-x'")
+            raise OperationError(
+                f"{what} ACL entry {key!r}: permissions {perms!r} are not like 'r-x'"
+            )
 
 
 def with_mask(entries: dict[str, str]) -> dict[str, str]:
@@ -34,9 +40,7 @@ def with_mask(entries: dict[str, str]) -> dict[str, str]:
     if not named:
         return dict(entries)
     group_class = [entries[k] for k in named] + [entries["group:"]]
-    mask = "".join(
-        c if any(p[i] == c for p in group_class) else "-" for i, c in enumerate("rwx")
-    )
+    mask = "".join(c if any(p[i] == c for p in group_class) else "-" for i, c in enumerate("rwx"))
     return {**entries, "mask:": mask}
 
 
@@ -91,7 +95,9 @@ def directory(
 
     changed = False
     if have["access"] != want_access:
-        yield StringCommand("setfacl --set", QuoteString(acl_text(want_access)), "--", QuoteString(path))
+        yield StringCommand(
+            "setfacl --set", QuoteString(acl_text(want_access)), "--", QuoteString(path)
+        )
         changed = True
     if have["default"] != want_default:
         if want_default:

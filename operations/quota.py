@@ -30,11 +30,15 @@ def user_limits(filesystem: str, limits: dict[str, int]):
     """
     for user, kib in limits.items():
         if not isinstance(kib, int) or kib < 0:
-            raise OperationError(f"quota of {user!r} must be a whole number of KiB >= 0, got {kib!r}")
+            raise OperationError(
+                f"quota of {user!r} must be a whole number of KiB >= 0, got {kib!r}"
+            )
     have = host.get_fact(UserQuotas, filesystem=filesystem)
     todo = {u: k for u, k in sorted(limits.items()) if have.get(u, {}).get("hard_kib", 0) != k
             or have.get(u, {}).get("soft_kib", 0) != 0}  # fmt: skip
     for user, kib in todo.items():
-        yield StringCommand("setquota -u", QuoteString(user), "0", str(kib), "0 0", QuoteString(filesystem))
+        yield StringCommand(
+            "setquota -u", QuoteString(user), "0", str(kib), "0 0", QuoteString(filesystem)
+        )
     if not todo:
         host.noop(f"quotas of {len(limits)} users on {filesystem} are already as wanted")

@@ -62,8 +62,11 @@ def converge(files: dict[str, str], start: list[str]):
     for path, info in sorted(have_files.items()):
         if path not in files and info["managed"] and is_managed(path):
             if path.endswith(".slice"):
-                yield StringCommand("systemctl disable --no-reload", QuoteString(os.path.basename(path)),
-                                    "2>/dev/null || true")
+                yield StringCommand(
+                    "systemctl disable --no-reload",
+                    QuoteString(os.path.basename(path)),
+                    "2>/dev/null || true",
+                )
             yield StringCommand("rm -f", QuoteString(path))
             changed = True
     if changed:

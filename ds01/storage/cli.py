@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("user", nargs="?", help="another user (root only)")
     u.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
     u.set_defaults(func=cmd_usage)
-    lim = sub.add_parser("limits", help="your limits (CPU, memory, processes, GPUs) and current use")
+    lim = sub.add_parser(
+        "limits", help="your limits (CPU, memory, processes, GPUs) and current use"
+    )
     lim.add_argument("user", nargs="?", help="another user (default: you)")
     lim.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
     lim.set_defaults(func=cmd_limits)
@@ -43,7 +45,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
     policy = load_or_exit(args.policy)
     scratch = [a for a in areas.scratch_areas(policy) if a.purge is not None]
     if not scratch:
-        print("ds01 storage purge: the policy has no scratch area with a purge section; nothing to do")
+        print(
+            "ds01 storage purge: the policy has no scratch area with a purge section; nothing to do"
+        )
         return 0
     if not args.dry_run and os.geteuid() != 0:
         print("ds01 storage purge: only root purges (try --dry-run)", file=sys.stderr)
@@ -58,8 +62,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
         verb = "would remove" if args.dry_run else "removed"
         for user, t in sorted(report.users.items()):
             if t.removed_files or t.removed_dirs or t.warned:
-                print(f"{user}: {verb} {t.removed_files} files ({purge.human(t.removed_bytes)}), "
-                      f"{t.removed_dirs} directories; {len(t.warned)} due soon")
+                print(
+                    f"{user}: {verb} {t.removed_files} files ({purge.human(t.removed_bytes)}), "
+                    f"{t.removed_dirs} directories; {len(t.warned)} due soon"
+                )
         for line in report.skipped + report.errors:
             print(line, file=sys.stderr)
         print(f"{area.path}: {report.seen} entries seen, {verb} {report.removed_files} files")
@@ -79,22 +85,31 @@ def cmd_usage(args: argparse.Namespace) -> int:
     use = quota.usage_of(policy, pw.pw_name)
     where = area.link or area.path
     if use is None:
-        print(f"ds01 storage usage: cannot read the quota of {pw.pw_name} on "
-              f"{policy.storage.quota_filesystem}", file=sys.stderr)
+        print(
+            f"ds01 storage usage: cannot read the quota of {pw.pw_name} on "
+            f"{policy.storage.quota_filesystem}",
+            file=sys.stderr,
+        )
         return 1
     used = use.used_kib * 1024
     if use.hard_kib:
         limit = use.hard_kib * 1024
         pct = 100 * use.used_kib / use.hard_kib
-        print(f"{pw.pw_name}: {usage.format_size_human(used)} of {usage.format_size_human(limit)} "
-              f"({pct:.0f}%) used on {policy.storage.quota_filesystem} ({where} and the other "
-              f"areas there), {use.files} files")
+        print(
+            f"{pw.pw_name}: {usage.format_size_human(used)} of {usage.format_size_human(limit)} "
+            f"({pct:.0f}%) used on {policy.storage.quota_filesystem} ({where} and the other "
+            f"areas there), {use.files} files"
+        )
         if pct >= 90:
-            print(f"Nearly full: writing past the limit fails with 'Disk quota exceeded'. "
-                  f"Remove what you no longer need from {where}.")
+            print(
+                f"Nearly full: writing past the limit fails with 'Disk quota exceeded'. "
+                f"Remove what you no longer need from {where}."
+            )
     else:
-        print(f"{pw.pw_name}: {usage.format_size_human(used)} used on "
-              f"{policy.storage.quota_filesystem}, {use.files} files (no quota for your role)")
+        print(
+            f"{pw.pw_name}: {usage.format_size_human(used)} used on "
+            f"{policy.storage.quota_filesystem}, {use.files} files (no quota for your role)"
+        )
     return 0
 
 

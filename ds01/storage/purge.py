@@ -79,7 +79,9 @@ def _last_used(st: os.stat_result) -> float:
 class Purger:
     def __init__(self, root: str, after: int, warn_before: int, now: float, dry_run: bool):
         if not os.path.isabs(root) or os.path.normpath(root) != root or root == "/":
-            raise ValueError(f"scratch root {root!r} must be a normalised absolute path other than /")
+            raise ValueError(
+                f"scratch root {root!r} must be a normalised absolute path other than /"
+            )
         self.root, self.after, self.warn_before = root, after, warn_before
         self.now, self.dry_run = now, dry_run
         self.report = Report(root=root, dry_run=dry_run)
@@ -175,7 +177,9 @@ def purge(area: Area, now: float | None = None, dry_run: bool = False) -> Report
     if area.kind != "scratch" or area.purge is None:
         raise ValueError(f"{area.path} is not a scratch area with a purge policy")
     p = area.purge
-    return Purger(area.path, p.after, p.warn_before, time.time() if now is None else now, dry_run).run()
+    return Purger(
+        area.path, p.after, p.warn_before, time.time() if now is None else now, dry_run
+    ).run()
 
 
 def human(n: float) -> str:
@@ -192,13 +196,15 @@ def notice_text(user: str, tally: Tally, area: Area) -> str:
     total = sum(size for _, size, _ in items)
     first = time.strftime("%Y-%m-%d", time.localtime(items[0][2]))
     lines = [
-        f"ds01: {len(items)} file(s) ({human(total)}) of yours in {area.link or area.path} have not "
-        f"been used for a while and will be deleted from {first} on (scratch keeps files "
+        f"ds01: {len(items)} file(s) ({human(total)}) of yours in {area.link or area.path} "
+        f"have not been used for a while and will be deleted from {first} on (scratch keeps files "
         f"{area.purge.after // DAY} days after their last use).",
         "      Move what you need to your home or a project, or use it to keep it. Soonest first:",
     ]
     for path, size, due in items[:NOTICE_LINES]:
-        lines.append(f"      {time.strftime('%Y-%m-%d', time.localtime(due))}  {human(size):>10}  {path}")
+        lines.append(
+            f"      {time.strftime('%Y-%m-%d', time.localtime(due))}  {human(size):>10}  {path}"
+        )
     if len(items) > NOTICE_LINES:
         lines.append(f"      ... and {len(items) - NOTICE_LINES} more")
     return "\n".join(lines) + "\n"
@@ -227,14 +233,18 @@ def log_lines(report: Report, when: float) -> list[str]:
     out = []
     for user, t in sorted(report.users.items()):
         if t.removed_files or t.removed_dirs:
-            out.append(f"{stamp} {report.root} user={user} {verb} files={t.removed_files} "
-                       f"dirs={t.removed_dirs} bytes={t.removed_bytes}")
+            out.append(
+                f"{stamp} {report.root} user={user} {verb} files={t.removed_files} "
+                f"dirs={t.removed_dirs} bytes={t.removed_bytes}"
+            )
         if t.warned:
             out.append(f"{stamp} {report.root} user={user} warned files={len(t.warned)}")
     out += [f"{stamp} {report.root} skipped: {s}" for s in report.skipped]
     out += [f"{stamp} {report.root} error: {e}" for e in report.errors]
-    out.append(f"{stamp} {report.root} done: {report.seen} entries seen, {verb} "
-               f"{report.removed_files} files")
+    out.append(
+        f"{stamp} {report.root} done: {report.seen} entries seen, {verb} "
+        f"{report.removed_files} files"
+    )
     return out
 
 
@@ -242,15 +252,22 @@ class Locked(Exception):
     pass
 
 
-def run_locked(area: Area, dry_run: bool, log_file: str = LOG_FILE,
-               notice_dir: str = NOTICE_DIR, lock_file: str = LOCK_FILE,
-               now: float | None = None) -> Report:
+def run_locked(
+    area: Area,
+    dry_run: bool,
+    log_file: str = LOG_FILE,
+    notice_dir: str = NOTICE_DIR,
+    lock_file: str = LOCK_FILE,
+    now: float | None = None,
+) -> Report:
     """The scheduled job: one purge at a time, logged, notices refreshed."""
     with open(lock_file, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Locked(f"another scratch purge holds {lock_file}; not starting a second") from None
+            raise Locked(
+                f"another scratch purge holds {lock_file}; not starting a second"
+            ) from None
         now = time.time() if now is None else now
         report = purge(area, now=now, dry_run=dry_run)
         if not dry_run:

@@ -74,8 +74,9 @@ def apply_user(policy: Policy, user: str, role: str) -> None:
     fs = policy.storage.quota_filesystem
     if fs is None or quota_area(policy) is None:
         return
-    subprocess.run(setquota_args(fs, user, limit_kib(policy, role)), check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        setquota_args(fs, user, limit_kib(policy, role)), check=True, capture_output=True, text=True
+    )
 
 
 def usage_of(policy: Policy, user: str) -> Usage | None:
@@ -86,7 +87,8 @@ def usage_of(policy: Policy, user: str) -> Usage | None:
         return None
     proc = subprocess.run(
         ["quota", "-u", "-w", "-p", "-v", "--show-mntpoint", "--hide-device", user],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     return parse_quota_output(proc.stdout, fs, user)
 

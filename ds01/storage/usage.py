@@ -90,12 +90,20 @@ def format_size_human(n: int) -> str:
     return f"{n}B"
 
 
-def limits_report(policy: Policy, user: str, uid: int, role: str | None,
-                  root: str = CGROUP_ROOT, interval: float = 0.5) -> str:
+def limits_report(
+    policy: Policy,
+    user: str,
+    uid: int,
+    role: str | None,
+    root: str = CGROUP_ROOT,
+    interval: float = 0.5,
+) -> str:
     """The text of ``ds01 limits``: containers slice, login slice, disk quota."""
     if role is None:
-        return (f"{user} has no DS01 role (not in any ds01-<role> group): no containers, "
-                "no GPU. Ask the admin if this is wrong.")
+        return (
+            f"{user} has no DS01 role (not in any ds01-<role> group): no containers, "
+            "no GPU. Ask the admin if this is wrong."
+        )
     eff = policy.limits_for(role, user)
     override = " (with a personal exception)" if user in policy.overrides else ""
     containers = slice_cgroup_path(user_slice(role, user))
@@ -106,7 +114,9 @@ def limits_report(policy: Policy, user: str, uid: int, role: str | None,
     rows = [
         f"{user}: role {role}{override}",
         "",
-        *slice_rows(f"All your containers together ({user_slice(role, user)})", eff.user_slice, c_use),
+        *slice_rows(
+            f"All your containers together ({user_slice(role, user)})", eff.user_slice, c_use
+        ),
         "",
         *slice_rows(f"Your processes outside containers (user-{uid}.slice)", eff.login, l_use),
         "",

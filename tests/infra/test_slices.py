@@ -39,8 +39,9 @@ def _port() -> str:
 
 @pytest.fixture(scope="module")
 def vm():
-    return testinfra.get_host(f"paramiko://root@127.0.0.1:{_port()}",
-                              ssh_identity_file=str(CACHE / "id_ed25519"))
+    return testinfra.get_host(
+        f"paramiko://root@127.0.0.1:{_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
+    )
 
 
 def expected(lim) -> dict[str, str]:
@@ -97,9 +98,11 @@ def test_memory_hog_is_killed_at_memory_max(vm):
     out = _run_in_slice(vm, user, "ds01-test-hog", "/usr/bin/python3 /tmp/hog.py")
     reached = int(out.stdout.split()[-1]) if out.stdout.split() else 0
     kills_after = int(vm.check_output(f"grep '^oom_kill ' {cg}/memory.events").split()[1])
-    print(f"\nFIGURE memory: hog reached {reached} MiB of MemoryMax {lim.memory_max // 2**20} MiB "
-          f"(MemoryHigh {lim.memory_high // 2**20} MiB) before the kernel killed it; "
-          f"exit {out.rc}, oom_kill {kills_before}->{kills_after}")
+    print(
+        f"\nFIGURE memory: hog reached {reached} MiB of MemoryMax {lim.memory_max // 2**20} MiB "
+        f"(MemoryHigh {lim.memory_high // 2**20} MiB) before the kernel killed it; "
+        f"exit {out.rc}, oom_kill {kills_before}->{kills_after}"
+    )
     assert out.rc != 0
     assert kills_after == kills_before + 1
     assert reached <= lim.memory_max // 2**20
@@ -110,11 +113,16 @@ def test_cpu_spinner_is_held_near_cpu_quota(vm):
     lim = POLICY.limits_for(ROLE_OF[user], user).user_slice
     cg = f"{CG}/{slice_cgroup_path(user_slice(ROLE_OF[user], user))}"
     ncpu = int(vm.check_output("nproc"))
-    spin = "/bin/sh -c 'for i in $(seq %d); do timeout 14 sh -c \"while :; do :; done\" & done; wait'" % ncpu
-    vm.run(f"systemd-run --quiet --collect --unit=ds01-test-spin --slice={shlex.quote(user_slice(ROLE_OF[user], user))} "
-           f"--uid={user} -- {spin}")
+    spin = (
+        f"/bin/sh -c 'for i in $(seq {ncpu}); do "
+        "timeout 14 sh -c \"while :; do :; done\" & done; wait'"
+    )
+    vm.run(
+        f"systemd-run --quiet --collect --unit=ds01-test-spin --slice={shlex.quote(user_slice(ROLE_OF[user], user))} "
+        f"--uid={user} -- {spin}"
+    )
     time.sleep(3)  # let it ramp up
-    u0, t0 = int(vm.check_output(f"grep ^usage_usec {cg}/cpu.stat").split()[1]), time.monotonic()
+    u0, _t0 = int(vm.check_output(f"grep ^usage_usec {cg}/cpu.stat").split()[1]), time.monotonic()
     t_vm0 = float(vm.check_output("cat /proc/uptime").split()[0])
     time.sleep(8)
     u1 = int(vm.check_output(f"grep ^usage_usec {cg}/cpu.stat").split()[1])
@@ -122,8 +130,10 @@ def test_cpu_spinner_is_held_near_cpu_quota(vm):
     throttled = vm.check_output(f"grep ^nr_throttled {cg}/cpu.stat").split()[1]
     vm.run("systemctl stop ds01-test-spin 2>/dev/null || true")
     percent = (u1 - u0) / ((t_vm1 - t_vm0) * 1e6) * 100
-    print(f"\nFIGURE cpu: {ncpu} spinners held at {percent:.0f}% of one CPU (CPUQuota "
-          f"{lim.cpu_quota}%, {ncpu * 100}% available), nr_throttled {throttled}")
+    print(
+        f"\nFIGURE cpu: {ncpu} spinners held at {percent:.0f}% of one CPU (CPUQuota "
+        f"{lim.cpu_quota}%, {ncpu * 100}% available), nr_throttled {throttled}"
+    )
     assert lim.cpu_quota is not None
     assert 0.8 * lim.cpu_quota <= percent <= 1.15 * lim.cpu_quota  # TCG timing jitter
 
@@ -132,10 +142,13 @@ def test_cpu_spinner_is_held_near_cpu_quota(vm):
 def student_login(vm):
     """A real SSH login as lt.student (root's test key authorised for the test)."""
     user = "lt.student"
-    vm.run(f"install -d -m 0700 -o {user} -g {user} ~{user}/.ssh && "
-           f"install -m 0600 -o {user} -g {user} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys")
-    return testinfra.get_host(f"paramiko://{user}@127.0.0.1:{_port()}",
-                              ssh_identity_file=str(CACHE / "id_ed25519"))
+    vm.run(
+        f"install -d -m 0700 -o {user} -g {user} ~{user}/.ssh && "
+        f"install -m 0600 -o {user} -g {user} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys"
+    )
+    return testinfra.get_host(
+        f"paramiko://{user}@127.0.0.1:{_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
+    )
 
 
 def test_login_session_is_in_its_user_slice_with_login_limits(vm, student_login):
@@ -145,7 +158,9 @@ def test_login_session_is_in_its_user_slice_with_login_limits(vm, student_login)
     assert f"/user.slice/user-{uid}.slice/session-" in cgroup
     lim = POLICY.limits_for(ROLE_OF[user], user).login
     for name, want in expected(lim).items():
-        assert student_login.check_output(f"cat {CG}/user.slice/user-{uid}.slice/{name}") == want, name
+        assert student_login.check_output(f"cat {CG}/user.slice/user-{uid}.slice/{name}") == want, (
+            name
+        )
 
 
 def test_ds01_limits_shows_role_limits_and_use(student_login):

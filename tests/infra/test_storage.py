@@ -53,7 +53,9 @@ def short(area) -> str:
 
 
 @pytest.mark.parametrize("user", sorted(ROLE_OF))
-@pytest.mark.parametrize("name", [n for n, a in AREAS.items() if a.kind in ("readonly", "collaborative")])
+@pytest.mark.parametrize(
+    "name", [n for n, a in AREAS.items() if a.kind in ("readonly", "collaborative")]
+)
 def test_shared_area_matrix(vm, user, name):
     area, role = AREAS[name], ROLE_OF[user]
     probe = f"{short(area)}/.probe-{user}"
@@ -90,10 +92,15 @@ def test_readonly_area_admins_write_others_read(vm):
 
 def test_scratch_private_dirs(vm):
     scratch = next(a for a in AREAS.values() if a.kind == "scratch")
-    for user, role in ROLE_OF.items():
+    for user, _role in ROLE_OF.items():
         d = vm.file(f"{scratch.path}/{user}")
         assert d.is_directory and d.user == user and d.mode == 0o700
-        assert as_user(vm, user, f"touch {short(scratch)}/{user}/mine && rm {short(scratch)}/{user}/mine").rc == 0
+        assert (
+            as_user(
+                vm, user, f"touch {short(scratch)}/{user}/mine && rm {short(scratch)}/{user}/mine"
+            ).rc
+            == 0
+        )
     assert as_user(vm, "lt.student", f"ls {short(scratch)}").rc != 0  # nobody lists who has scratch
     assert as_user(vm, "lt.student", f"ls {short(scratch)}/lt.student2").rc != 0
     assert as_user(vm, "lt.student", f"touch {short(scratch)}/top-level").rc != 0
@@ -119,12 +126,15 @@ def test_purge_removes_old_keeps_recent_and_symlink_targets(vm):
     assert out.rc == 0, out.stderr
     assert not vm.file(f"{home}/run1").exists
     assert vm.file(f"{home}/recent.txt").exists and vm.file(f"{home}/soon.txt").exists
-    assert not vm.file(f"{home}/etc-link").is_symlink and not vm.file(f"{home}/etc-dir-link").is_symlink
+    assert (
+        not vm.file(f"{home}/etc-link").is_symlink
+        and not vm.file(f"{home}/etc-dir-link").is_symlink
+    )
     assert vm.file("/etc/hostname").content_string == hostname_before
     assert vm.file("/etc/passwd").exists
     log = vm.file("/var/log/ds01/scratch-purge.log").content_string
     assert re.search(r"user=lt\.student removed files=\d+ dirs=2", log)
-    notice = vm.file(f"/var/lib/ds01/scratch-notices/lt.student")
+    notice = vm.file("/var/lib/ds01/scratch-notices/lt.student")
     assert notice.user == "lt.student" and notice.mode == 0o600
     assert "soon.txt" in notice.content_string
     assert as_user(vm, "lt.student2", "cat /var/lib/ds01/scratch-notices/lt.student").rc != 0
@@ -136,7 +146,10 @@ def test_purge_removes_old_keeps_recent_and_symlink_targets(vm):
 def test_purge_is_scheduled_from_the_policy(vm):
     cron = vm.file("/etc/cron.d/ds01-scratch-purge")
     assert cron.mode == 0o644
-    assert f"{POLICY.schedules.scratch_purge} root /usr/local/bin/ds01 storage purge" in cron.content_string
+    assert (
+        f"{POLICY.schedules.scratch_purge} root /usr/local/bin/ds01 storage purge"
+        in cron.content_string
+    )
 
 
 def test_quota_exceeded_and_usage(vm):
@@ -164,7 +177,9 @@ def test_new_user_hook_gives_scratch_quota_and_slice(vm):
     assert out.rc == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     scratch = next(a for a in AREAS.values() if a.kind == "scratch")
     assert vm.file(f"{scratch.path}/{user}").mode == 0o700
-    assert f",{area_kib('student')}," in vm.check_output(f"repquota -u -O csv {POLICY.storage.quota_filesystem} | grep '^{user},'")
+    assert f",{area_kib('student')}," in vm.check_output(
+        f"repquota -u -O csv {POLICY.storage.quota_filesystem} | grep '^{user},'"
+    )
     unit = f"ds01-student-{user}.slice"
     assert vm.run(f"systemctl is-active {unit}").stdout.strip() == "active"
     mtime = vm.file(f"/etc/systemd/system/{unit}").mtime
@@ -181,7 +196,10 @@ def test_second_converge_changes_nothing():
         pytest.skip("set DS01_VM")
     out = subprocess.run(
         ["pyinfra", "-y", "tests/vm/inventory.py", "deploys/storage.py", "deploys/slices.py"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout + out.stderr  # pyinfra prints its results table on stderr

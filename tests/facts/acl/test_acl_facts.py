@@ -28,8 +28,12 @@ def test_getfacl_garbage_is_an_error():
 
 def test_nss_lookup_is_by_name_not_uid():
     """Run the fact's own command locally: root resolves, '0' (a UID) does not."""
-    cmd = Nss().command(users=["root", "0", "no.such.user@example.lan"], groups=["root", "nogroup-x"])
-    out = subprocess.run(cmd.get_raw_value(), shell=True, capture_output=True, text=True, check=True)
+    cmd = Nss().command(
+        users=["root", "0", "no.such.user@example.lan"], groups=["root", "nogroup-x"]
+    )
+    out = subprocess.run(
+        cmd.get_raw_value(), shell=True, capture_output=True, text=True, check=True
+    )
     got = Nss().process(out.stdout.splitlines())
     assert set(got["users"]) == {"root"}
     assert got["users"]["root"][0] == 0

@@ -8,7 +8,9 @@ import pytest
 from facts.quota import UserQuotas
 
 
-@pytest.mark.parametrize("fixture", sorted(Path(__file__).parent.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "fixture", sorted(Path(__file__).parent.glob("*.json")), ids=lambda p: p.stem
+)
 def test_user_quotas(fixture):
     spec = json.loads(fixture.read_text())
     assert UserQuotas().command(**spec["arg"]).get_raw_value() == spec["command"]

@@ -28,7 +28,9 @@ class FakeHost:
         self.asked.append(f"{cls.__name__}[{key}]")
         by_args = self.facts[cls.__name__]
         if key not in by_args:
-            raise AssertionError(f"fixture has no {cls.__name__} fact for {key!r}: {sorted(by_args)}")
+            raise AssertionError(
+                f"fixture has no {cls.__name__} fact for {key!r}: {sorted(by_args)}"
+            )
         return by_args[key]
 
     def noop(self, message: str) -> None:

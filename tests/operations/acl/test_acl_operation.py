@@ -20,7 +20,10 @@ def test_directory(fixture):
 
 
 def test_mask_is_union_of_group_class():
-    assert acl_ops.with_mask({"user:": "rwx", "group:": "r--", "user:a": "-w-", "other:": "---"})[
-        "mask:"
-    ] == "rw-"
+    assert (
+        acl_ops.with_mask({"user:": "rwx", "group:": "r--", "user:a": "-w-", "other:": "---"})[
+            "mask:"
+        ]
+        == "rw-"
+    )
     assert "mask:" not in acl_ops.with_mask({"user:": "rwx", "group:": "r-x", "other:": "---"})

@@ -42,7 +42,9 @@ def test_scratch_root_is_traverse_only_without_default_acl(policy):
 
 
 def test_maintainers_write_readonly_area(policy_text):
-    p = _with_storage(policy_text, lambda s: s["areas"]["data"].update(maintainers=["j.doe@example.lan"]))
+    p = _with_storage(
+        policy_text, lambda s: s["areas"]["data"].update(maintainers=["j.doe@example.lan"])
+    )
     d = _by_path(p)["/srv/ds01/data"]
     assert d.access["user:j.doe@example.lan"] == "rwx"
     assert d.default["user:j.doe@example.lan"] == "rwx"
@@ -53,12 +55,18 @@ def test_projects_members_only(policy_text):
         s["areas"]["projects"]["projects"] = {
             "nlp": {"members": ["j.doe@example.lan", "123456@example.lan"]},
         }
+
     p = _with_storage(policy_text, add)
     plans = _by_path(p)
     root, nlp = plans["/srv/ds01/projects"], plans["/srv/ds01/projects/nlp"]
     assert root.access["user:123456@example.lan"] == "--x"  # reach the project, list nothing
-    assert nlp.access == {"user:": "rwx", "group:": "---", "user:j.doe@example.lan": "rwx",
-                          "user:123456@example.lan": "rwx", "other:": "---"}
+    assert nlp.access == {
+        "user:": "rwx",
+        "group:": "---",
+        "user:j.doe@example.lan": "rwx",
+        "user:123456@example.lan": "rwx",
+        "other:": "---",
+    }
     assert nlp.default == nlp.access
 
 
@@ -72,8 +80,12 @@ def test_principals_and_dropping_missing_users(policy_text):
 
 
 def test_roles_explicit_lists_win_over_groups(policy):
-    groups = {"ds01-student": ["204214", "123456"], "ds01-researcher": [], "ds01-faculty": ["w.prof"],
-              "ds01-admin": ["w.prof", "datasciencelab"]}
+    groups = {
+        "ds01-student": ["204214", "123456"],
+        "ds01-researcher": [],
+        "ds01-faculty": ["w.prof"],
+        "ds01-admin": ["w.prof", "datasciencelab"],
+    }
     roles = areas.roles_of_users(policy, groups, existing={"204214", "123456", "w.prof", "h.admin"})
     assert roles["204214"] == "researcher"  # explicit list beats the student group
     assert roles["123456"] == "student"
@@ -85,21 +97,38 @@ def test_roles_explicit_lists_win_over_groups(policy):
 
 def test_user_dirs_only_for_write_roles_and_safe_names(policy):
     assert areas.user_dirs(policy, "123456@example.lan", "student") == [
-        "/srv/ds01/scratch/123456@example.lan"]
+        "/srv/ds01/scratch/123456@example.lan"
+    ]
     scratch = areas.scratch_areas(policy)[0]
     for bad in ("../etc", "a/b", "..", ""):
         with pytest.raises(ValueError):
             areas.user_dir(scratch, bad)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda s: s["areas"]["collab"].update(quota={"student": "10g"}), "set 'quota' on one area only"),
-    (lambda s: s.update(quota_filesystem="/mnt/other"), "is not under quota_filesystem"),
-    (lambda s: s["areas"]["collab"].update(purge={"after": "1d", "warn_before": "1h"}),
-     "only a scratch area is purged"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda s: s["areas"]["collab"].update(quota={"student": "10g"}),
+            "set 'quota' on one area only",
+        ),
+        (lambda s: s.update(quota_filesystem="/mnt/other"), "is not under quota_filesystem"),
+        (
+            lambda s: s["areas"]["collab"].update(purge={"after": "1d", "warn_before": "1h"}),
+            "only a scratch area is purged",
+        ),
+    ],
+)
 def test_storage_contradictions_are_rejected_with_a_line(policy_text, mutate, message):
     with pytest.raises(PolicyError) as e:
         _with_storage(policy_text, mutate)
     assert message in str(e.value)
     assert all(p.line > 1 for p in e.value.problems)
+
+
+def test_project_quota_is_refused_not_silently_ignored(policy_text):
+    def add(s):
+        s["areas"]["projects"]["projects"] = {"nlp": {"members": ["j.doe"], "quota": "10g"}}
+
+    with pytest.raises(PolicyError, match="does not apply yet"):
+        _with_storage(policy_text, add)

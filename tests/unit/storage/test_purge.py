@@ -92,8 +92,16 @@ def test_warns_files_due_within_warn_before(scratch):
 def test_notice_text_and_files(scratch, tmp_path):
     make(scratch / "alice/soon.txt", used_days_before_now=25, data=b"x" * 2048)
     report = run(scratch)
-    area = Area(kind="scratch", path=str(scratch), link="/scratch", group="g", read=[], write=[],
-                sticky=True, purge={"after": "30d", "warn_before": "7d"})
+    area = Area(
+        kind="scratch",
+        path=str(scratch),
+        link="/scratch",
+        group="g",
+        read=[],
+        write=[],
+        sticky=True,
+        purge={"after": "30d", "warn_before": "7d"},
+    )
     user = next(iter(report.users))
     text = purge.notice_text(user, report.users[user], area)
     assert "1 file(s) (2.0 KiB)" in text and "/scratch" in text and "soon.txt" in text
@@ -122,8 +130,17 @@ def test_a_second_run_finds_nothing(scratch):
 
 def test_run_locked_refuses_a_second_purge(scratch, tmp_path):
     import fcntl
-    area = Area(kind="scratch", path=str(scratch), link=None, group="g", read=[], write=[],
-                sticky=True, purge={"after": "30d", "warn_before": "7d"})
+
+    area = Area(
+        kind="scratch",
+        path=str(scratch),
+        link=None,
+        group="g",
+        read=[],
+        write=[],
+        sticky=True,
+        purge={"after": "30d", "warn_before": "7d"},
+    )
     lock = tmp_path / "lock"
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -131,6 +148,12 @@ def test_run_locked_refuses_a_second_purge(scratch, tmp_path):
             purge.run_locked(area, dry_run=True, lock_file=str(lock))
     log = tmp_path / "log/purge.log"
     make(scratch / "alice/old.bin")
-    purge.run_locked(area, dry_run=False, log_file=str(log), notice_dir=str(tmp_path / "none"),
-                     lock_file=str(lock), now=NOW)
+    purge.run_locked(
+        area,
+        dry_run=False,
+        log_file=str(log),
+        notice_dir=str(tmp_path / "none"),
+        lock_file=str(lock),
+        now=NOW,
+    )
     assert "removed files=1" in log.read_text()

@@ -40,4 +40,12 @@ def test_parse_quota_output_of_the_filesystem():
 
 def test_setquota_args():
     assert quota.setquota_args("/srv/ds01", "123456@example.lan", 1024) == [
-        "setquota", "-u", "123456@example.lan", "0", "1024", "0", "0", "/srv/ds01"]
+        "setquota",
+        "-u",
+        "123456@example.lan",
+        "0",
+        "1024",
+        "0",
+        "0",
+        "/srv/ds01",
+    ]

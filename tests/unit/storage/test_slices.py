@@ -20,11 +20,14 @@ def test_unit_names_escape_dots_at_and_dashes(policy):
     assert "/etc/systemd/system/ds01-faculty-a\\x2db.c.slice" in files
     # the dash inside the user name does not create another level of nesting
     assert slice_cgroup_path(user_slice("faculty", "a-b.c")) == (
-        "ds01.slice/ds01-faculty.slice/ds01-faculty-a\\x2db.c.slice")
+        "ds01.slice/ds01-faculty.slice/ds01-faculty-a\\x2db.c.slice"
+    )
 
 
 def test_user_slice_limits_from_role(policy):
-    text = slices.unit_files(policy, USERS)["/etc/systemd/system/ds01-researcher-j.doe\\x40example.lan.slice"]
+    text = slices.unit_files(policy, USERS)[
+        "/etc/systemd/system/ds01-researcher-j.doe\\x40example.lan.slice"
+    ]
     assert text.startswith(slices.MARK)
     assert "CPUQuota=4800%\n" in text
     assert f"MemoryMax={128 * 1024**3}\n" in text and f"MemoryHigh={120 * 1024**3}\n" in text
@@ -33,7 +36,9 @@ def test_user_slice_limits_from_role(policy):
 
 def test_admin_slice_has_no_limits(policy):
     text = slices.user_unit(policy, "admin", "h.admin")
-    assert "CPUQuota=\n" in text and "MemoryMax=infinity\n" in text and "TasksMax=infinity\n" in text
+    assert (
+        "CPUQuota=\n" in text and "MemoryMax=infinity\n" in text and "TasksMax=infinity\n" in text
+    )
 
 
 def test_login_dropin_per_uid_with_login_limits(policy):
@@ -55,7 +60,9 @@ def test_per_user_override_wins(policy_text):
 def test_slices_to_start_parents_first(policy):
     order = slices.slices_to_start(policy, USERS)
     assert order[0] == "ds01.slice"
-    assert order.index("ds01-student.slice") < order.index("ds01-student-123456\\x40example.lan.slice")
+    assert order.index("ds01-student.slice") < order.index(
+        "ds01-student-123456\\x40example.lan.slice"
+    )
 
 
 def test_is_managed_only_our_files():
