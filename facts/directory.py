@@ -32,7 +32,6 @@ class DirectoryView(FactBase[dict | None]):
         }
     """
 
-    default = None
 
     def command(self, ds01: str = "/usr/local/bin/ds01") -> StringCommand:
         # The exit code says whether the directory answered; the JSON says it too.

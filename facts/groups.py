@@ -57,7 +57,6 @@ class UsersSyncPending(FactBase[dict | None]):
          "refused": None}
     """
 
-    default = None
 
     def command(self, ds01: str = "/usr/local/bin/ds01") -> StringCommand:
         return StringCommand("test -x", QuoteString(ds01), "&&", QuoteString(ds01),

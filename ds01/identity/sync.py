@@ -259,7 +259,7 @@ def apply(
         lines += [f"withheld: {c}" for c in p.withheld]
     for cmd in membership_commands(p):
         run(cmd)
-    lines += [str(c) for c in p.changes]
+    log.write(lines + [str(c) for c in p.changes])  # before the hooks, which may be slow
     failures = []
     done: dict[str, str] = {}
     for name, role in p.new_users:
@@ -269,11 +269,10 @@ def apply(
             errs = [("nss", KeyError(f"{name} no longer resolves"))]
         for spec, e in errs:
             failures.append((name, spec, str(e)))
-            lines.append(f"new-user handler {spec} failed for {name} ({role}): {e}")
+            log.write([f"new-user handler {spec} failed for {name} ({role}): {e}"])
         if not errs:
             done[name] = role
-            lines.append(f"new user {name} ({role}): set up")
-    log.write(lines)
+            log.write([f"new user {name} ({role}): set up"])
     roles = {n: d.role for n, d in p.decisions.items() if d.role}
     known = {n: r for n, r in roles.items() if state.known.get(n) == r or n in done}
     known.update({n: r for n, r in state.known.items() if n not in roles and p.refused})
