@@ -1,0 +1,55 @@
+"""templates/gpu/ render to what the server needs (the VM test checks them live)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+TEMPLATES = REPO / "templates/gpu"
+
+
+def render(name: str, **values) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((TEMPLATES / name).read_text()).render(**values)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.j2")))
+def test_every_template_says_who_owns_it(name):
+    assert "Managed by ds01-infra (deploys/gpu.py)" in (TEMPLATES / name).read_text()
+
+
+@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo is not installed here")
+def test_sudoers_rule_parses(tmp_path):
+    f = tmp_path / "ds01-gpu-queue"
+    f.write_text(render("ds01-gpu-queue.sudoers.j2", ds01="/usr/local/bin/ds01"))
+    out = subprocess.run(["visudo", "-cf", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sudoers_rule_allows_only_queue_changes():
+    text = render("ds01-gpu-queue.sudoers.j2", ds01="/usr/local/bin/ds01")
+    commands = [c.strip(" \\,") for c in text.split("=", 1)[1].split("ALL ALL")[0].splitlines()]
+    assert [c for c in commands if c] == [
+        "/usr/local/bin/ds01 gpu queue join",
+        "/usr/local/bin/ds01 gpu queue join --kind *",
+        "/usr/local/bin/ds01 gpu queue leave",
+        "/usr/local/bin/ds01 gpu queue leave --all",
+        "/usr/local/bin/ds01 gpu queue leave --kind *",
+    ]
+
+
+def test_units_carry_the_policy_values(policy):
+    gpu = policy.gpu
+    service = render("ds01-gpu-reconcile.service.j2", state_dir=gpu.state_dir,
+                     runtime_dir=gpu.runtime_dir, timeout=60)  # fmt: skip
+    assert "ExecStart=/usr/local/bin/ds01 gpu reconcile" in service
+    assert f"ReadWritePaths={gpu.state_dir} {gpu.runtime_dir}" in service
+    timer = render("ds01-gpu-reconcile.timer.j2", interval=gpu.reconcile_interval)
+    assert f"OnUnitActiveSec={gpu.reconcile_interval}s" in timer
+    tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir)
+    assert tmpfiles.splitlines()[-1] == f"d {gpu.runtime_dir} 0755 root root -"
