@@ -81,9 +81,12 @@ def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
         return op + " refused"
 
 
-def worker(policy_path: str, db: str, seed: int, steps: int, slow: bool, errors) -> None:
+def worker(
+    policy_path: str, db: str, seed: int, steps: int, slow: bool, errors, in_tx=None
+) -> None:
     """A client process: ``steps`` random decisions, invariants after each.
-    ``slow`` lingers inside every transaction (a target for SIGKILL)."""
+    ``slow`` lingers inside every transaction (a target for SIGKILL), with the
+    shared ``in_tx`` flag set from after its writes until its COMMIT."""
     import random
     import time
 
@@ -93,7 +96,14 @@ def worker(policy_path: str, db: str, seed: int, steps: int, slow: bool, errors)
     class Lingering(Allocator):
         def _dispatch(self, now):
             super()._dispatch(now)
+            if self.db.in_transaction and in_tx is not None:
+                in_tx.value = 1
             time.sleep(random.random() * 0.02)  # still inside BEGIN IMMEDIATE
+
+        def _commit(self, changes_before):
+            super()._commit(changes_before)
+            if in_tx is not None:
+                in_tx.value = 0
 
     policy = load_policy(policy_path)
     rng = random.Random(seed)

@@ -51,7 +51,7 @@ def test_sigkill_mid_transaction_leaves_a_consistent_state(tmp_path):
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
     rng = random.Random(7)
-    kills = 0
+    kills = mid_transaction = 0
     seed = 100
     steady = ctx.Process(target=worker, args=(POLICY, db, 1, 200, False, errors))
     steady.start()
@@ -59,26 +59,32 @@ def test_sigkill_mid_transaction_leaves_a_consistent_state(tmp_path):
     for _ in range(12):
         while len(victims) < 3:
             seed += 1
-            v = ctx.Process(target=worker, args=(POLICY, db, seed, 10**6, True, errors))
+            flag = ctx.Value("i", 0)
+            v = ctx.Process(target=worker, args=(POLICY, db, seed, 10**6, True, errors, flag))
             v.start()
-            victims.append(v)
-        time.sleep(0.1 + rng.random() * 0.3)
-        victim = victims.pop(rng.randrange(len(victims)))
+            victims.append((v, flag))
+        time.sleep(0.05 + rng.random() * 0.2)
+        victim, flag = victims.pop(rng.randrange(len(victims)))
+        deadline = time.time() + 30
+        while not flag.value and time.time() < deadline:
+            time.sleep(0.0005)  # wait until it is between its writes and its COMMIT
         os.kill(victim.pid, signal.SIGKILL)
         victim.join()
         assert victim.exitcode == -signal.SIGKILL
         kills += 1
+        mid_transaction += flag.value  # still set: the COMMIT never ran
         alloc = make_allocator(policy, db)
         assert alloc.check_invariants() == []
         alloc.expire()  # a writer gets the lock: the dead process holds nothing
         alloc.close()
-    for v in victims:
+    for v, _ in victims:
         os.kill(v.pid, signal.SIGKILL)
         v.join()
     steady.join(timeout=240)
     assert steady.exitcode == 0
     assert errors.empty(), errors.get()
-    assert kills == 12
+    print(f"{kills} SIGKILLs, {mid_transaction} between BEGIN IMMEDIATE and COMMIT")
+    assert kills == 12 and mid_transaction >= 10  # nearly every kill lands mid-transaction
     alloc = make_allocator(policy, db)
     assert alloc.check_invariants() == []
     assert alloc.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
