@@ -262,6 +262,9 @@ class Allocator:
             from ds01.gpu.backend import backend_for
 
             self.sync_layout((backend or backend_for(policy)).read())
+        if not os.path.exists(self.snapshot_path):  # /run is empty after a reboot
+            with self._tx():
+                self._write_snapshot()
 
     def close(self) -> None:
         self.db.close()

@@ -61,6 +61,16 @@ def test_status_as_root_then_as_an_ordinary_user(policy_file, as_root, capsys, m
     assert oct(snapshot.stat().st_mode & 0o777) == "0o644"
 
 
+def test_snapshot_is_rewritten_after_a_reboot(policy_file, as_root, capsys, monkeypatch):
+    run(capsys, "gpu", "status", "--json", "--policy", policy_file)
+    snapshot = Path(policy_file).parent / "run/status.json"
+    snapshot.unlink()  # /run is a tmpfs: empty after a reboot
+    assert run(capsys, "gpu", "reconcile", "--policy", policy_file)[0] == 0
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, out, _ = run(capsys, "gpu", "status", "--policy", policy_file)
+    assert code == 0 and "10 of 10 units free" in out
+
+
 def test_status_before_anything_ran(policy_file, capsys, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     code, _, err = run(capsys, "gpu", "status", "--policy", policy_file)
