@@ -156,25 +156,15 @@ def _layout_units(policy: Policy) -> dict[str, dict]:
     """Live utilisation and memory per unit (NVML needs no privileges)."""
     from ds01.gpu.backend import backend_for
 
-    layout = backend_for(policy).read()
-    out = {}
-    for g in layout.gpus:
-        if g.mig_current:
-            for i in g.instances:
-                out[i.uuid] = {
-                    "utilization": i.utilization,
-                    "memory_used": i.memory_used,
-                    "memory_total": i.memory_total,
-                    "processes": len(i.processes),
-                }
-        else:
-            out[g.uuid] = {
-                "utilization": g.utilization,
-                "memory_used": g.memory_used,
-                "memory_total": g.memory_total,
-                "processes": len(g.processes),
-            }
-    return out
+    return {
+        uuid: {
+            "utilization": d.utilization,
+            "memory_used": d.memory_used,
+            "memory_total": d.memory_total,
+            "processes": len(d.processes),
+        }
+        for uuid, d in backend_for(policy).read().devices_by_unit().items()
+    }
 
 
 def _gib(n: int | None) -> str:

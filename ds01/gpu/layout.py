@@ -126,25 +126,21 @@ class Layout:
                 out.append(Unit(g.uuid, g.index, None, 1.0))
         return out
 
-    def processes_by_unit(self) -> dict[str, list[Process]]:
-        out: dict[str, list[Process]] = {}
+    def devices_by_unit(self) -> dict[str, Gpu | MigInstance]:
+        """The device behind each unit uuid (its readings: memory, use, processes)."""
+        out: dict[str, Gpu | MigInstance] = {}
         for g in self.gpus:
             if g.mig_current:
-                for inst in g.instances:
-                    out[inst.uuid] = list(inst.processes)
+                out.update((inst.uuid, inst) for inst in g.instances)
             else:
-                out[g.uuid] = list(g.processes)
+                out[g.uuid] = g
         return out
 
+    def processes_by_unit(self) -> dict[str, list[Process]]:
+        return {uuid: list(d.processes) for uuid, d in self.devices_by_unit().items()}
+
     def utilization_by_unit(self) -> dict[str, int | None]:
-        out: dict[str, int | None] = {}
-        for g in self.gpus:
-            if g.mig_current:
-                for inst in g.instances:
-                    out[inst.uuid] = inst.utilization
-            else:
-                out[g.uuid] = g.utilization
-        return out
+        return {uuid: d.utilization for uuid, d in self.devices_by_unit().items()}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
