@@ -34,12 +34,12 @@ set -e
 docker -H unix:///run/docker.sock image inspect {img} >/dev/null 2>&1 && exit 0
 d=$(mktemp -d); cd $d; ln -s usr/bin bin; ln -s usr/lib lib; ln -s usr/lib64 lib64
 mkdir -p usr/bin usr/lib usr/lib64 tmp proc sys dev etc; chmod 1777 tmp
-for b in sh dash sleep cat id echo env ls touch head stat; do
-  f=$(readlink -f $(command -v $b)); cp $f .$f
+for b in dash sleep cat id echo env ls touch head stat; do
+  f=$(readlink -f /usr/bin/$b); cp $f .$f
   ldd $f | grep -o '/[^ ]*' | while read l; do r=$(readlink -f $l); mkdir -p .$(dirname $r); \
     cp $r .$r; [ "$l" = "$r" ] || { mkdir -p .$(dirname $l); [ -e .$l ] || ln -s $r .$l; }; done
 done
-echo 'root:x:0:0:root:/:/bin/sh' > etc/passwd
+ln -s dash usr/bin/sh; echo 'root:x:0:0:root:/:/bin/sh' > etc/passwd
 tar -c . | docker -H unix:///run/docker.sock import - {img} >/dev/null
 """
 
@@ -54,7 +54,7 @@ def vm():
         f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
         ssh_identity_file=str(CACHE / "id_ed25519"),
     )
-    host.check_output("sh -c " + shlex.quote(MAKE_IMAGE.format(img=IMG)))
+    host.check_output("sh -c " + shlex.quote(MAKE_IMAGE.replace("{img}", IMG)))
     return host
 
 
