@@ -119,6 +119,13 @@ def test_queue_join_through_sudo_and_the_login_notice(vm):
     assert as_user(vm, "lt.student", "ds01 gpu queue --json").stdout.strip() == "[]"
 
 
+def test_snapshot_comes_back_after_runtime_dir_is_emptied(vm):
+    """/run is a tmpfs: after a reboot the first reconciler pass rewrites it."""
+    vm.check_output("rm -f /run/ds01-gpu/status.json && systemctl start ds01-gpu-reconcile.service")
+    assert vm.file("/run/ds01-gpu/status.json").mode == 0o644
+    assert as_user(vm, "lt.student", "ds01 gpu status --json").rc == 0
+
+
 def test_probe_on_the_vm_is_an_empty_nvml_layout(vm):
     out = json.loads(vm.check_output("ds01 gpu probe --json --backend nvml"))
     assert out["gpus"] == [] and out["backend"] == "none"
