@@ -72,6 +72,11 @@ def _read_directory(policy: Policy):
         return read(policy.identity.directory), None
     except DirectoryError as e:
         return None, e.message
+    except Exception as e:  # a garbled answer can break the LDAP library itself: still unreadable
+        return (
+            None,
+            f"unexpected error reading {policy.identity.directory.uri}: {type(e).__name__}: {e}",
+        )
 
 
 def cmd_directory(args: argparse.Namespace) -> int:

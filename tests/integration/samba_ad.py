@@ -338,7 +338,10 @@ def _stdio(port: int) -> None:
     (a plain ``tcp:`` guestfwd target carries a single connection only)."""
     import select
 
-    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        sock = socket.create_connection(("127.0.0.1", port))
+    except OSError:
+        return  # the DC is stopped: the guest sees the connection close, nothing else
     fin, fout = sys.stdin.fileno(), sys.stdout.fileno()
     open_in = True
     while True:

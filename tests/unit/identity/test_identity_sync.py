@@ -191,3 +191,15 @@ def test_refused_run_keeps_the_baseline_and_logs_loudly(pol, tmp_path):
         "REFUSED to remove anyone: the directory could not be read completely: timeout"
         in (tmp_path / "sync.log").read_text()
     )
+
+
+def test_a_crash_inside_the_ldap_library_counts_as_unreadable(pol, monkeypatch):
+    from ds01.identity import cli, directory
+
+    def garbled(d, password=None):
+        raise KeyError((0, 8))  # what ldap3 raised on a garbled answer
+
+    monkeypatch.setattr(directory, "read", garbled)
+    view, error = cli._read_directory(pol)
+    assert view is None and error.startswith("unexpected error reading ldaps://dc1.example.lan")
+    assert plan(pol, view, error, {"ds01-student": {"x"}}, {"x"}).refused
