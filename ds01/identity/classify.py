@@ -165,7 +165,8 @@ def classify_all(
         for name in users:
             if _key(name, c.domain) in seen:
                 continue
-            for candidate in (name, linux_name(plain(name, c.domain), policy)):
+            # local_names are canonical: the qualified form first (SSSD's), then as written
+            for candidate in (linux_name(plain(name, c.domain), policy), name):
                 if candidate in local_names:
                     out[candidate] = c.classify(candidate, in_directory=False)
                     break

@@ -36,14 +36,15 @@ def group_members(groups: list[str]) -> dict[str, set[str]]:
 
 
 def resolvable(names) -> set[str]:
-    """The names that resolve to an account through NSS on this server."""
+    """The canonical names (as NSS returns them) of those of ``names`` that
+    resolve on this server: with SSSD, ``204214`` resolves as ``204214@example.lan``,
+    and only the canonical name may go into a group's member list."""
     out = set()
     for n in names:
         try:
-            pwd.getpwnam(n)
+            out.add(pwd.getpwnam(n).pw_name)
         except KeyError:
             continue
-        out.add(n)
     return out
 
 

@@ -105,3 +105,11 @@ def test_same_input_same_output(policy):
     first = classify_all(view, policy, set())
     again = classify_all(DirectoryView(users=users[::-1], group_parents=PARENTS), policy, set())
     assert first == again and list(first) == list(again)
+
+
+def test_local_explicit_member_takes_the_canonical_nss_name(make_policy):
+    """Directory down: '204214' is listed plain, SSSD resolves it as 204214@example.lan."""
+    p = make_policy({"members": {"researcher": ["204214"]}})
+    out = classify_all(None, p, local_names={"204214@example.lan"})
+    assert list(out) == ["204214@example.lan"]
+    assert out["204214@example.lan"].role == "researcher"
