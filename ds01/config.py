@@ -297,7 +297,9 @@ class Storage(Strict):
         # ext4 user quotas count a user's files on the whole filesystem, so one
         # per-role figure per filesystem: it must live on the quota filesystem.
         with_quota = [n for n, a in self.areas.items() if a.quota]
-        with_projects = [n for n, a in self.areas.items() if any(p.quota for p in a.projects.values())]
+        with_projects = [
+            n for n, a in self.areas.items() if any(p.quota for p in a.projects.values())
+        ]
         fs = self.quota_filesystem
         for name in with_quota + with_projects:
             path = self.areas[name].path
