@@ -7,6 +7,7 @@ groups (deploys/groups.py, which deploys/all.py runs first).
 """
 
 from pyinfra import host
+from pyinfra.facts.server import Mounts
 from pyinfra.operations import files, server
 
 from ds01.names import role_group
@@ -27,6 +28,13 @@ nss = host.get_fact(
     users=sorted(set(acl_users) | set(explicit)),
     groups=sorted(set(acl_groups) | set(role_groups)),
 )
+fs = policy.storage.quota_filesystem
+if fs and fs not in host.get_fact(Mounts):
+    raise SystemExit(
+        f"storage on {host.name}: {fs} (storage.quota_filesystem) is not mounted. Mount the data "
+        "disk there with usrquota,grpquota,prjquota first; otherwise the areas would be created "
+        "on the filesystem below it, without quotas."
+    )
 missing_groups = sorted((set(acl_groups) | set(role_groups)) - set(nss["groups"]))
 if missing_groups:
     raise SystemExit(
