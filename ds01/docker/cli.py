@@ -41,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="mount this folder (in your home or a shared area) at /workspace",
     )
-    p.add_argument("command", nargs=argparse.REMAINDER, help="command (default: sleep infinity)")
+    p.add_argument(
+        "--cmd",
+        metavar="COMMAND",
+        help="what it runs, e.g. 'python train.py' "
+        "(default: sleep infinity, for docker exec and Dev Containers)",
+    )
     p.set_defaults(func=cmd_create)
     for name, helptext in (
         ("start", "start (the GPU is reserved for it while it runs)"),
@@ -90,12 +95,18 @@ def _fail(e: Exception) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    import shlex
+
     import docker
     from docker.types import DeviceRequest, Mount
 
     from ds01.docker.policy import GPU
 
-    kw: dict = {"name": args.name, "command": args.command or ["sleep", "infinity"], "detach": True}
+    kw: dict = {
+        "name": args.name,
+        "command": shlex.split(args.cmd or "sleep infinity"),
+        "detach": True,
+    }
     if args.gpu:
         kw["device_requests"] = [
             DeviceRequest(count=1, capabilities=[["gpu"]])

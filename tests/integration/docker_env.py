@@ -225,6 +225,43 @@ class Env:
         os.waitpid(pid, 0)
         return json.loads(out)
 
+    def ds01_as(self, uid: int, *argv: str) -> tuple[int, str, str]:
+        """``ds01 ARGV`` (the CLI, in-process) in a child that has become ``uid``,
+        with DOCKER_HOST pointing at the service: (exit code, stdout, stderr)."""
+        import contextlib
+        import io
+
+        import docker.types  # noqa: F401  (imported as root: the child cannot read root's site-packages)
+
+        import ds01.cli  # noqa: F401
+
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code, out, err = 99, io.StringIO(), io.StringIO()
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                os.environ["DOCKER_HOST"] = f"unix://{self.sock}"
+                from ds01.cli import main
+
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    code = main(list(argv))
+            except BaseException:
+                import traceback
+
+                err.write(traceback.format_exc())
+            finally:
+                os.write(w, json.dumps([code, out.getvalue(), err.getvalue()]).encode())
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        return tuple(json.loads(data))
+
     def close(self):
         self.service.stop()
         subprocess.run(

@@ -410,3 +410,28 @@ def test_nvidia_env_cannot_reach_unassigned_gpus(env):
         env.as_user(ALICE, "run", "--rm", "-e", "NVIDIA_VISIBLE_DEVICES=all", IMG, "true"),
         "NVIDIA_VISIBLE_DEVICES=all",
     )
+
+
+def test_user_commands(env):
+    a = env.caller(ALICE)
+    rc, out, err = env.ds01_as(
+        ALICE, "container", "create", "tc", "--image", IMG, "--gpu", "--workspace", f"{a.home}/proj"
+    )
+    assert rc == 0, err
+    assert "created tc with GPU unit MIG-" in out
+    assert env.dockerd.inspect("tc")["Config"]["User"] == "61001:61001"
+    rc, out, err = env.ds01_as(ALICE, "container", "start", "tc")
+    assert rc == 0 and "start: tc" in out, err
+    assert allocator_state(env, "tc") == "allocated"
+    rc, out, err = env.ds01_as(ALICE, "container", "ls")
+    assert "tc " in out and "running" in out and "MIG-" in out
+    rc, out, err = env.ds01_as(BOB, "container", "stop", "tc")
+    assert rc == 1 and "belongs to 123456@example.lan" in err
+    rc, out, err = env.ds01_as(BOB, "container", "ls")
+    assert "tc " not in out
+    rc, out, err = env.ds01_as(BOB, "container", "create", "tb", "--image", IMG, "--gpu", "gpu")
+    assert rc == 1 and err.startswith("ds01: "), err  # students may not have a whole GPU
+    for action in ("stop", "rm"):
+        rc, out, err = env.ds01_as(ALICE, "container", action, "tc")
+        assert rc == 0, err
+    wait_state(env, "tc", None)
