@@ -1,15 +1,11 @@
 """Fixture tests of operations.acl (one JSON file per case in this folder)."""
 
-import importlib.util
 from pathlib import Path
 
+import harness
 import pytest
 
 import operations.acl as acl_ops
-
-_spec = importlib.util.spec_from_file_location("_harness", Path(__file__).with_name("_harness.py"))
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)
 
 HERE = Path(__file__).parent
 
