@@ -82,7 +82,8 @@ systemd.service(
 )  # fmt: skip
 
 # The access service
-_, build = wheelhouse(python_version)
+wheels = wheelhouse(python_version)
+build = hashlib.sha256(f"{wheels.ds01_build} {wheels.deps_build}".encode()).hexdigest()
 unit_socket = files.template(
     name=f"DS01 docker socket {dk.user_socket} for {DOCKER_USERS_GROUP} (ds01-docker.socket)",
     src=str(TEMPLATES / "ds01-docker.socket.j2"), dest="/etc/systemd/system/ds01-docker.socket",
