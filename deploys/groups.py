@@ -13,18 +13,25 @@ from ds01.identity.local import managed_groups
 from ds01.identity.sync import desired_from_facts
 from facts.directory import DirectoryView
 from facts.groups import GroupMembers
-from operations import groups
+from operations import deferred, groups
 
 policy = host.data.policy
 names = managed_groups(policy)
-current = {g: set(v["members"]) for g, v in host.get_fact(GroupMembers, groups=names).items()}
-desired, refused = desired_from_facts(policy, host.get_fact(DirectoryView), current)
-if refused:
-    logger.warning(f"{host.name}: nobody is removed from the role groups: {refused}")
 
-for group in names:
-    groups.exact_members(
-        name=f"Group {group} with exactly its {len(desired[group])} member(s)",
-        group=group,
-        members=desired[group],
-    )
+
+def role_members():
+    # Read when it runs: on a fresh server, base.py (ds01 on the server) and
+    # sssd.py (directory users in NSS) run earlier in the same converge.
+    current = {g: set(v["members"]) for g, v in host.get_fact(GroupMembers, groups=names).items()}
+    desired, refused = desired_from_facts(policy, host.get_fact(DirectoryView), current)
+    if refused:
+        logger.warning(f"{host.name}: nobody is removed from the role groups: {refused}")
+    for group in names:
+        yield from groups.exact_members._inner(group=group, members=desired[group])
+
+
+deferred.planned_at_execution(
+    name=f"Groups {', '.join(names)} with exactly their members",
+    plan=role_members,
+    what="role groups",
+)

@@ -10,24 +10,17 @@ from pyinfra import host
 from pyinfra.facts.server import Mounts
 from pyinfra.operations import files, server
 
-from ds01.names import role_group
 from ds01.storage import areas, purge, quota
 from ds01.units import format_duration
 from facts.acl import Nss
-from operations import acl
+from operations import acl, deferred
 from operations import quota as quota_ops
+from operations.deferred import role_users
 
 policy = host.data.policy
 plans = areas.plan(policy)
 acl_users, acl_groups = areas.principals(plans)
-role_groups = [role_group(r) for r in policy.roles]
-explicit = sorted({u for users in policy.identity.members.values() for u in users})
 
-nss = host.get_fact(
-    Nss,
-    users=sorted(set(acl_users) | set(explicit)),
-    groups=sorted(set(acl_groups) | set(role_groups)),
-)
 fs = policy.storage.quota_filesystem
 if fs and fs not in host.get_fact(Mounts):
     raise SystemExit(
@@ -35,22 +28,22 @@ if fs and fs not in host.get_fact(Mounts):
         "disk there with usrquota,grpquota,prjquota first; otherwise the areas would be created "
         "on the filesystem below it, without quotas."
     )
-missing_groups = sorted((set(acl_groups) | set(role_groups)) - set(nss["groups"]))
-if missing_groups:
-    raise SystemExit(
-        f"storage on {host.name}: group(s) {', '.join(missing_groups)} do not exist. The role "
-        "groups come from deploys/groups.py: run deploys/all.py, or that deploy first."
-    )
-group_members = {g: nss["groups"][g][1] for g in role_groups}
-members = sorted({u for g in role_groups for u in group_members[g]} - set(nss["users"]))
-known = {**nss["users"], **host.get_fact(Nss, users=members, groups=[])["users"]}
-roles = areas.roles_of_users(policy, group_members, set(known))
-
+known = host.get_fact(Nss, users=sorted(acl_users), groups=[])["users"]
 missing_users = set(acl_users) - set(known)
 if missing_users:
     print(
         f"storage: not on the server yet, left out of the ACLs: {', '.join(sorted(missing_users))}"
     )
+
+
+def role_groups_exist():
+    role_users(policy)  # raises, naming the group, when one is missing
+    yield from ()
+
+
+deferred.planned_at_execution(
+    name="Role groups exist (deploys/groups.py)", plan=role_groups_exist, what="role groups"
+)
 
 if policy.storage.quota_filesystem:
     files.directory(
@@ -96,20 +89,28 @@ for _name, area in policy.storage.areas.items():
             group="root",
         )
 
-for user, role in roles.items():
-    uid, gid, home, group = known[user]
-    for path in areas.user_dirs(policy, user, role):
-        files.directory(
-            name=f"Private scratch {path}", path=path, user=user, group=group, mode="0700"
+quota_area = quota.quota_area(policy)
+
+
+def private_dirs_and_quotas():
+    # Read when it runs: the role groups and their members come from
+    # deploys/groups.py earlier in the same converge.
+    users = role_users(policy)
+    for user, (_uid, group, role) in users.items():
+        for path in areas.user_dirs(policy, user, role):
+            yield from files.directory._inner(path=path, user=user, group=group, mode="0700")
+    if policy.storage.quota_filesystem and quota_area is not None:
+        yield from quota_ops.user_limits._inner(
+            filesystem=policy.storage.quota_filesystem,
+            limits={user: quota.limit_kib(policy, role) for user, (_, _, role) in users.items()},
         )
 
-quota_area = quota.quota_area(policy)
-if policy.storage.quota_filesystem and quota_area is not None:
-    quota_ops.user_limits(
-        name=f"Disk quotas per role on {policy.storage.quota_filesystem} (area {quota_area.path})",
-        filesystem=policy.storage.quota_filesystem,
-        limits={user: quota.limit_kib(policy, role) for user, role in roles.items()},
-    )
+
+deferred.planned_at_execution(
+    name=f"Private scratch directories and disk quotas per role on {fs or '(no quota fs)'}",
+    plan=private_dirs_and_quotas,
+    what="private directories and quotas",
+)
 
 scratch = next(iter(areas.scratch_areas(policy)), None)
 if scratch is not None and scratch.purge is not None:
