@@ -12,14 +12,16 @@ JSON has no comments, so it carries no header.
 import hashlib
 
 from pyinfra import host
-from pyinfra.facts.server import Command, Which
+from pyinfra.api import OperationError
+from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, systemd
 
 from deploys._support import REPO, apt_packages, wheelhouse
 from ds01.names import DOCKER_USERS_GROUP, ROOT_SLICE, role_group
 from ds01.units import format_size
 from facts.groups import GroupMembers
-from operations import groups
+from facts.python import PythonVersion
+from operations import deferred, groups
 
 TEMPLATES = REPO / "templates/docker"
 policy = host.data.policy
@@ -33,17 +35,27 @@ if len(bare_metal) > 1:
         f"docker on {host.name}: gpu.bare_metal_roles lists {len(bare_metal)} roles; the NVIDIA "
         "device files carry one group. Keep one role (usually admin) there."
     )
-known = host.get_fact(GroupMembers, groups=[DOCKER_USERS_GROUP, real_socket_group, *bare_metal])
-missing = sorted({DOCKER_USERS_GROUP, *bare_metal, real_socket_group} - set(known) - {"root"})
-if missing:
-    raise SystemExit(
-        f"docker on {host.name}: group(s) {', '.join(missing)} do not exist; they come from "
-        "deploys/groups.py: run deploys/all.py, or that deploy first."
-    )
-python_version = host.get_fact(
-    Command, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
-)
+python_version = host.get_fact(PythonVersion) or "3.11"
 nvidia_runtime = host.get_fact(Which, command="nvidia-container-runtime")
+
+
+def groups_exist():
+    # Read when it runs: the groups come from deploys/groups.py in the same converge.
+    wanted = {DOCKER_USERS_GROUP, real_socket_group, *bare_metal} - {"root"}
+    missing = sorted(wanted - set(host.get_fact(GroupMembers, groups=sorted(wanted))))
+    if missing:
+        raise OperationError(
+            f"group(s) {', '.join(missing)} do not exist; they come from deploys/groups.py: "
+            "run deploys/all.py, or that deploy first"
+        )
+    yield from ()
+
+
+deferred.planned_at_execution(
+    name=f"Groups {DOCKER_USERS_GROUP} and {real_socket_group} exist (deploys/groups.py)",
+    plan=groups_exist,
+    what="docker groups",
+)
 
 # Install
 apt.packages(
@@ -133,12 +145,23 @@ files.template(
 
 # Bare-metal GPU use: /dev/nvidia* for root and the bare-metal role only
 device_group = bare_metal[0] if bare_metal else "root"
-device_gid = known[device_group]["gid"] if bare_metal else 0
-files.template(
+
+
+def nvidia_device_gid():
+    # The module option takes a gid, known only once deploys/groups.py has run.
+    known = host.get_fact(GroupMembers, groups=[device_group]) if bare_metal else {}
+    gid = known[device_group]["gid"] if bare_metal else 0
+    yield from files.template._inner(
+        src=str(TEMPLATES / "nvidia-modprobe.conf.j2"), dest="/etc/modprobe.d/ds01-nvidia.conf",
+        user="root", group="root", mode="0644", unix_group=device_group, gid=gid,
+    )  # fmt: skip
+
+
+deferred.planned_at_execution(
     name=f"NVIDIA device files root:{device_group} 0660 /etc/modprobe.d/ds01-nvidia.conf",
-    src=str(TEMPLATES / "nvidia-modprobe.conf.j2"), dest="/etc/modprobe.d/ds01-nvidia.conf",
-    user="root", group="root", mode="0644", unix_group=device_group, gid=device_gid,
-)  # fmt: skip
+    plan=nvidia_device_gid,
+    what="NVIDIA device group",
+)
 files.template(
     name=f"NVIDIA udev devices root:{device_group} 0660 /etc/udev/rules.d/70-ds01-nvidia.rules",
     src=str(TEMPLATES / "70-ds01-nvidia.rules.j2"), dest="/etc/udev/rules.d/70-ds01-nvidia.rules",
