@@ -1,6 +1,7 @@
 """The converged test VM, seen from outside with testinfra.
 
 Run after tests/converge.py, with DS01_VM naming the VM (tests/vm/vm.py up).
+A VM that is not up fails the tests: they never skip silently.
 """
 
 from __future__ import annotations
@@ -22,22 +23,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.vm)
 
 
-@pytest.fixture(scope="session")
-def vm_name() -> str:
+def vm_port() -> str:
+    """The SSH port of the VM named by DS01_VM (default ``ci``)."""
     name = os.environ.get("DS01_VM", "ci")
-    if not (CACHE / "run" / name / "port").exists():
+    port_file = CACHE / "run" / name / "port"
+    if not port_file.exists():
         pytest.fail(f"VM {name!r} is not up: run tests/vm/vm.py up --name {name} and converge it")
-    return name
+    return port_file.read_text().strip()
 
 
 @pytest.fixture(scope="session")
-def vm(vm_name):
-    port = (CACHE / "run" / vm_name / "port").read_text().strip()
+def vm():
     return testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{port}", ssh_identity_file=str(CACHE / "id_ed25519")
+        f"paramiko://root@127.0.0.1:{vm_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
     )
 
 
 def as_user(host, user: str, cmd: str):
-    """Run ``cmd`` through a login shell of ``user`` (their PATH, their slice)."""
+    """Run ``cmd`` as ``user`` (root's environment, no login shell)."""
+    return host.run(f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote(cmd)}")
+
+
+def as_login(host, user: str, cmd: str):
+    """Run ``cmd`` in a login shell of ``user`` (their profile, their PATH)."""
     return host.run(f"runuser -l {shlex.quote(user)} -c {shlex.quote(cmd)}")

@@ -11,19 +11,16 @@ Every user command goes through /usr/local/bin/docker exactly as a login would.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
 import yaml
+from conftest import REPO
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
+
 POLICY = yaml.safe_load((REPO / "tests/vm/policy.yaml").read_text())
 IMG = "ds01-vm/tiny:1"
 S1, S2, RES, ADM = "lt.student", "lt.student2", "lt.researcher", "lt.admin"
@@ -44,18 +41,9 @@ tar -c . | docker -H unix:///run/docker.sock import - {img} >/dev/null
 """
 
 
-@pytest.fixture(scope="module")
-def vm():
-    name = os.environ.get("DS01_VM")
-    port_file = CACHE / "run" / str(name) / "port"
-    if not name or not port_file.exists():
-        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
-    host = testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
-        ssh_identity_file=str(CACHE / "id_ed25519"),
-    )
-    host.check_output("sh -c " + shlex.quote(MAKE_IMAGE.replace("{img}", IMG)))
-    return host
+@pytest.fixture(scope="module", autouse=True)
+def tiny_image(vm):
+    vm.check_output("sh -c " + shlex.quote(MAKE_IMAGE.replace("{img}", IMG)))
 
 
 def dk(vm, user: str, args: str, stdin: str | None = None):

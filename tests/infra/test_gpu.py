@@ -9,33 +9,13 @@ groups, for the queue test: deploys/groups.py).
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
+from conftest import as_user
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
-
-
-@pytest.fixture(scope="module")
-def vm():
-    name = os.environ.get("DS01_VM")
-    port_file = CACHE / "run" / str(name) / "port"
-    if not name or not port_file.exists():
-        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
-    return testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
-        ssh_identity_file=str(CACHE / "id_ed25519"),
-    )
-
-
-def as_user(vm, user: str, cmd: str):
-    return vm.run(f"runuser -u {user} -- sh -c {json.dumps(cmd)}")
 
 
 def wait_for_snapshot(vm, timeout=60):
@@ -101,8 +81,7 @@ def test_sudoers_rule_is_valid_and_narrow(vm):
 
 
 def test_queue_join_through_sudo_and_the_login_notice(vm):
-    if "ds01-student" not in vm.check_output("id -nG lt.student").split():
-        pytest.skip("lt.student is not in ds01-student (deploys/groups.py has not placed them)")
+    assert "ds01-student" in vm.check_output("id -nG lt.student").split()
     out = as_user(vm, "lt.student", "ds01 gpu queue join --kind 1g.5gb")
     assert out.rc == 0, out.stderr
     try:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import testinfra
+from conftest import REPO, as_user
 
 from ds01.config import load_policy
 from ds01.identity import directory
@@ -31,8 +30,7 @@ from ds01.identity.sync import plan
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
+
 sys.path.insert(0, str(REPO / "tests/integration"))
 import samba_ad  # noqa: E402
 
@@ -40,27 +38,11 @@ LOCAL = ["lt.student", "lt.student2", "lt.researcher", "lt.faculty", "lt.admin",
 
 
 @pytest.fixture(scope="module")
-def vm():
-    name = os.environ.get("DS01_VM")
-    port_file = CACHE / "run" / str(name) / "port"
-    if not name or not port_file.exists():
-        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
-    return testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
-        ssh_identity_file=str(CACHE / "id_ed25519"),
-    )
-
-
-@pytest.fixture(scope="module")
 def ad():
     d = os.environ.get("DS01_TEST_AD_DIR")
     if not d:
-        pytest.skip("set DS01_TEST_AD_DIR to the test AD the VM reads (samba_ad.py up --dir DIR)")
+        pytest.fail("set DS01_TEST_AD_DIR to the test AD the VM reads (samba_ad.py up --dir DIR)")
     return Path(d)
-
-
-def as_user(vm, user: str, cmd: str):
-    return vm.run(f"runuser -u {user} -- sh -c {json.dumps(cmd)}")
 
 
 def members(vm, group: str) -> set[str]:
@@ -167,16 +149,3 @@ def test_report_runs_and_names_the_homes(vm):
     assert r.rc == 0, r.stderr
     users = {row["user"] for row in json.loads(r.stdout)}
     assert "lt.student" in users
-
-
-def test_second_converge_changes_nothing(vm):
-    env = {**os.environ, "DS01_VM": os.environ["DS01_VM"]}
-    out = subprocess.run(
-        ["pyinfra", "-y", "tests/vm/inventory.py", "deploys/sssd.py", "deploys/groups.py",
-         "deploys/privacy.py", "deploys/users.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    changed = [ln for ln in (out.stdout + out.stderr).splitlines() if "[ds01-test] Success" in ln
-               or "Changed" in ln]  # fmt: skip
-    assert not [ln for ln in changed if "Success" in ln], changed

@@ -12,36 +12,20 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from pathlib import Path
 
 import pytest
 import testinfra
+from conftest import CACHE, REPO, vm_port
 
 from ds01.config import load_policy
 from ds01.names import ROOT_SLICE, role_slice, slice_cgroup_path, user_slice
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
+
 POLICY = load_policy(os.environ.get("DS01_POLICY", REPO / "tests/vm/policy.yaml"))
 ROLE_OF = {u: r for r, us in POLICY.identity.members.items() for u in us if u.startswith("lt.")}
 CG = "/sys/fs/cgroup"
-
-
-def _port() -> str:
-    name = os.environ.get("DS01_VM")
-    port_file = CACHE / "run" / str(name) / "port"
-    if not name or not port_file.exists():
-        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
-    return port_file.read_text().strip()
-
-
-@pytest.fixture(scope="module")
-def vm():
-    return testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
-    )
 
 
 def expected(lim) -> dict[str, str]:
@@ -147,7 +131,7 @@ def student_login(vm):
         f"install -m 0600 -o {user} -g {user} /root/.ssh/authorized_keys ~{user}/.ssh/authorized_keys"
     )
     return testinfra.get_host(
-        f"paramiko://{user}@127.0.0.1:{_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
+        f"paramiko://{user}@127.0.0.1:{vm_port()}", ssh_identity_file=str(CACHE / "id_ed25519")
     )
 
 

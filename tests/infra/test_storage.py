@@ -14,38 +14,18 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
+from conftest import REPO, as_user
 
 from ds01.config import load_policy
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("DS01_VM_CACHE", REPO / ".cache/vm"))
 POLICY = load_policy(os.environ.get("DS01_POLICY", REPO / "tests/vm/policy.yaml"))
 ROLE_OF = {u: r for r, us in POLICY.identity.members.items() for u in us if u.startswith("lt.")}
 AREAS = POLICY.storage.areas
-
-
-@pytest.fixture(scope="module")
-def vm():
-    name = os.environ.get("DS01_VM")
-    port_file = CACHE / "run" / str(name) / "port"
-    if not name or not port_file.exists():
-        pytest.skip("set DS01_VM to a VM started with tests/vm/vm.py up")
-    return testinfra.get_host(
-        f"paramiko://root@127.0.0.1:{port_file.read_text().strip()}",
-        ssh_identity_file=str(CACHE / "id_ed25519"),
-    )
-
-
-def as_user(vm, user: str, cmd: str):
-    return vm.run(f"runuser -u {user} -- sh -c {shlex.quote(cmd)}")
 
 
 def short(area) -> str:
@@ -189,19 +169,3 @@ def test_new_user_hook_gives_scratch_quota_and_slice(vm):
 
 def area_kib(role: str) -> int:
     return next(a for a in AREAS.values() if a.quota).quota[role] // 1024
-
-
-def test_second_converge_changes_nothing():
-    if not os.environ.get("DS01_VM"):
-        pytest.skip("set DS01_VM")
-    out = subprocess.run(
-        ["pyinfra", "-y", "tests/vm/inventory.py", "deploys/storage.py", "deploys/slices.py"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout + out.stderr  # pyinfra prints its results table on stderr
-    total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
-    assert total and total.group(2) == "-" and total.group(3) == "-", text[-3000:]
