@@ -8,12 +8,11 @@ message. A fixture that yields nothing must report a no-op.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from pyinfra.api import OperationError
+from harness import FakeHost, run_fixture
 
 from operations import groups, privacy, sssd
 
@@ -25,41 +24,9 @@ OPS = {
 }  # fmt: skip
 
 
-class FakeHost:
-    def __init__(self, facts: dict):
-        self.facts, self.noops = facts, []
-
-    def get_fact(self, cls, **kwargs):
-        key = ",".join(f"{k}={_key(v)}" for k, v in sorted(kwargs.items()))
-        table = self.facts[cls.__name__]
-        assert key in table, f"fixture lacks {cls.__name__}[{key}]: has {sorted(table)}"
-        return table[key]
-
-    def noop(self, message: str) -> None:
-        self.noops.append(message)
-
-
-def _key(v) -> str:
-    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list | tuple) else str(v)
-
-
 @pytest.mark.parametrize("fixture", sorted(HERE.glob("*.json")), ids=lambda p: p.stem)
 def test_operation(fixture):
-    spec = json.loads(fixture.read_text())
-    name = fixture.stem.split(".")[0]
-    module = OPS[name]
-    fake = FakeHost(spec.get("facts", {}))
-    with mock.patch.object(module, "host", fake):
-        op = getattr(module, name)._inner
-        if "exception" in spec:
-            with pytest.raises(OperationError, match=spec["exception"]):
-                list(op(**spec["args"]))
-            return
-        commands = [c.get_raw_value() for c in op(**spec["args"])]
-    assert commands == spec["commands"]
-    assert bool(fake.noops) == (not commands), fake.noops
-    if "noop" in spec:
-        assert spec["noop"] in fake.noops[0]
+    run_fixture(OPS[fixture.stem.split(".")[0]], fixture.stem.split(".")[0], fixture)
 
 
 def test_membership_change_is_one_command_for_any_number_of_users():
