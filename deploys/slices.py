@@ -18,7 +18,7 @@ policy = host.data.policy
 def all_slices():
     # Read when it runs: the role groups and their members come from
     # deploys/groups.py earlier in the same converge.
-    users = {u: (uid, role) for u, (uid, _group, role) in role_users(policy).items()}
+    users = role_users(policy)
     yield from slices.converge._inner(
         files=ds01_slices.unit_files(policy, users),
         start=ds01_slices.slices_to_start(policy, users),

@@ -96,13 +96,15 @@ def private_dirs_and_quotas():
     # Read when it runs: the role groups and their members come from
     # deploys/groups.py earlier in the same converge.
     users = role_users(policy)
-    for user, (_uid, group, role) in users.items():
+    for user, (_uid, role) in users.items():
+        # No group: the directory is 0700, and a directory user's primary group
+        # (AD's Domain Users) may have no name on the server.
         for path in areas.user_dirs(policy, user, role):
-            yield from files.directory._inner(path=path, user=user, group=group, mode="0700")
+            yield from files.directory._inner(path=path, user=user, mode="0700")
     if policy.storage.quota_filesystem and quota_area is not None:
         yield from quota_ops.user_limits._inner(
             filesystem=policy.storage.quota_filesystem,
-            limits={user: quota.limit_kib(policy, role) for user, (_, _, role) in users.items()},
+            limits={user: quota.limit_kib(policy, role) for user, (_, role) in users.items()},
         )
 
 

@@ -22,7 +22,11 @@ class UserQuotas(FactBase[dict[str, dict[str, int]]]):
     default = dict
 
     def command(self, filesystem: str) -> StringCommand:
-        return StringCommand("repquota -u -O csv", QuoteString(filesystem), "2>/dev/null || true")
+        # -C: look each uid up (getpwuid). repquota's default cache enumerates
+        # passwd, which SSSD does not, so directory users came back as '#uid'.
+        return StringCommand(
+            "repquota -u -C -O csv", QuoteString(filesystem), "2>/dev/null || true"
+        )
 
     def process(self, output: list[str]) -> dict[str, dict[str, int]]:
         return {

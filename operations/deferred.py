@@ -46,11 +46,11 @@ def planned_at_execution(plan: Callable[[], Iterator], what: str):
         host.noop(f"{what}: already converged")
 
 
-def role_users(policy) -> dict[str, tuple[int, str, str]]:
+def role_users(policy) -> dict[str, tuple[int, str]]:
     """
-    Every user in a role group as the host resolves them now, with their role:
-    ``{"j.doe@example.lan": (1001, "j.doe@example.lan", "researcher")}``
-    (uid, primary group name, role). Call it from a ``plan`` function.
+    Every user in a role group as the host resolves them now, with their uid
+    and role: ``{"j.doe@example.lan": (200001, "researcher")}``. Call it from
+    a ``plan`` function.
     Raises OperationError naming any role group that does not exist.
     """
     from pyinfra.api import OperationError
@@ -71,4 +71,4 @@ def role_users(policy) -> dict[str, tuple[int, str, str]]:
     members = sorted({u for g in role_groups for u in group_members[g]})
     known = host.get_fact(Nss, users=members, groups=[])["users"]
     roles = roles_of_users(policy, group_members, set(known))
-    return {u: (known[u][0], known[u][3], role) for u, role in roles.items()}
+    return {u: (known[u][0], role) for u, role in roles.items()}

@@ -46,7 +46,7 @@ class Usage:
 
 
 def parse_repquota_csv(text: str) -> dict[str, Usage]:
-    """``repquota -u -O csv FS`` -> name -> usage and limits (KiB)."""
+    """``repquota -u -C -O csv FS`` -> name -> usage and limits (KiB)."""
     rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
     if not rows:
         return {}

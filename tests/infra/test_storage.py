@@ -158,7 +158,7 @@ def test_new_user_hook_gives_scratch_quota_and_slice(vm):
     scratch = next(a for a in AREAS.values() if a.kind == "scratch")
     assert vm.file(f"{scratch.path}/{user}").mode == 0o700
     assert f",{area_kib('student')}," in vm.check_output(
-        f"repquota -u -O csv {POLICY.storage.quota_filesystem} | grep '^{user},'"
+        f"repquota -u -C -O csv {POLICY.storage.quota_filesystem} | grep '^{user},'"
     )
     unit = f"ds01-student-{user}.slice"
     assert vm.run(f"systemctl is-active {unit}").stdout.strip() == "active"
