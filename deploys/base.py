@@ -21,8 +21,6 @@ python_version = host.get_fact(PythonVersion) or "3.11"  # apt installs python3 
 apt.packages(
     name="Base packages",
     packages=apt_packages("base"),
-    cache_time=86400 * 7,
-    _sudo=host.data.get("_sudo", False),
 )
 
 files.directory(name="ds01 configuration /etc/ds01", path=host.data.ds01_etc,

@@ -59,7 +59,7 @@ deferred.planned_at_execution(
 
 # Install
 apt.packages(
-    name="Docker engine (docker.io)", packages=apt_packages("docker"), cache_time=86400 * 7
+    name="Docker engine (docker.io)", packages=apt_packages("docker")
 )
 
 # Configure the engine: systemd cgroups under ds01.slice, log rotation, live restore

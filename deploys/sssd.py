@@ -17,7 +17,7 @@ policy = host.data.policy
 d = policy.identity.directory
 
 if policy.identity.sssd.enabled:
-    apt.packages(name="SSSD packages", packages=apt_packages("sssd"), cache_time=86400 * 7)
+    apt.packages(name="SSSD packages", packages=apt_packages("sssd"))
     if os.environ.get("DS01_BIND_SECRET_FILE"):
         files.put(name=f"Bind password {d.bind_password_file} (from the controller, test only)",
                   src=os.environ["DS01_BIND_SECRET_FILE"], dest=d.bind_password_file,
