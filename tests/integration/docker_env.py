@@ -5,10 +5,12 @@ images come from mmdebstrap (no registry): the rootfs tarball is cached."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -28,14 +30,30 @@ ROOTFS_CACHE = (
 
 
 def rootfs_tar() -> Path:
-    if not ROOTFS_CACHE.exists():
-        ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ROOTFS_CACHE.with_suffix(".part")
-        subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp)], check=True
-        )
-        tmp.rename(ROOTFS_CACHE)
+    """The cached minbase tarball, built once (under a lock: test runs may share
+    the cache) into a name ending in .tar, which is what makes mmdebstrap write
+    a tarball rather than a directory."""
+    ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(ROOTFS_CACHE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ROOTFS_CACHE.exists():
+            tmp = ROOTFS_CACHE.with_name(f"{ROOTFS_CACHE.stem}.part.tar")
+            tmp.unlink(missing_ok=True)
+            run_checked(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(tmp)])
+            if not tarfile.is_tarfile(tmp):
+                raise RuntimeError(f"mmdebstrap did not write a tarball at {tmp}")
+            tmp.rename(ROOTFS_CACHE)
     return ROOTFS_CACHE
+
+
+def run_checked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that, on failure, raises with the command's own message."""
+    r = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if r.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:3])} ... exited {r.returncode}: {(r.stderr or r.stdout).strip()}"
+        )
+    return r
 
 
 def test_policy_text(simulated: list[dict] | None = None) -> str:
@@ -138,7 +156,9 @@ class Env:
         self.root.chmod(0o755)
         self.policy = parse_policy(policy_text or test_policy_text(), "test-policy.yaml")
         self.dockerd = Dockerd(self.root)
-        self.dockerd.cli("import", str(rootfs_tar()), IMAGE)
+        imported = self.dockerd.cli("import", str(rootfs_tar()), IMAGE, check=False)
+        if imported.returncode != 0:
+            raise RuntimeError(f"docker import of the test rootfs failed: {imported.stderr.strip()}")
         home = self.root / "home"
         self.callers: dict[int, Caller] = {}
         for uid, name, role in [
