@@ -368,6 +368,15 @@ class ImagePrune(Strict):
     keep_label: str
 
 
+class DockerService(Strict):
+    """Limits of the access service itself (one user must not starve the rest)."""
+
+    header_timeout: Duration = 10  # a request head must arrive within this
+    body_timeout: Duration = 60  # the longest pause inside a request body
+    idle_timeout: Duration = 60  # a kept-alive connection with no request is closed
+    max_connections_per_user: int = Field(default=64, ge=1)  # open at once, per uid
+
+
 class Docker(Strict):
     real_socket: AbsPath
     user_socket: AbsPath
@@ -376,6 +385,10 @@ class Docker(Strict):
     log_max_size: Size
     log_max_files: int = Field(ge=1)
     image_prune: ImagePrune
+    # Image names (repo:tag, shell wildcards) every user may run and build FROM;
+    # only admins may change what they name. Other images are their owner's.
+    shared_images: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@*?-]*$")]] = []
+    service: DockerService = DockerService()
 
 
 class Schedules(Strict):

@@ -1,7 +1,7 @@
 """The docker access layer: every user's Docker API goes through one service.
 
 - ``policy``: the one pure function that decides each request (allow, rewrite, deny)
-- ``proxy``: the access service on a unix socket (SO_PEERCRED -> user -> role),
+- ``service``: the access service on a unix socket (SO_PEERCRED -> user -> role),
   forwarding what is allowed to the real socket, streaming and hijack included
 - ``gpu``: glue to the GPU allocator (assign on create, allocate on start,
   release on stop via the event stream, forget on remove)

@@ -76,7 +76,7 @@ def _policy(path: str):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ds01.docker.gpu import GpuGlue
-    from ds01.docker.proxy import serve
+    from ds01.docker.service import serve
 
     policy = _policy(args.policy)
     serve(policy, socket_path=args.socket, group=args.group, gpu=GpuGlue(policy))

@@ -17,14 +17,13 @@ thread that owns it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 from ds01.config import Policy
 from ds01.docker import policy as rules
+from ds01.docker.daemon import events
 from ds01.docker.policy import Caller, GpuRequest
 
 log = logging.getLogger("ds01.docker.gpu")
@@ -108,37 +107,3 @@ class GpuGlue:
             except (ConnectionError, OSError, ValueError) as e:
                 log.warning("gpu: event stream lost (%s); reconnecting", e)
             await asyncio.sleep(retry)
-
-
-async def events(upstream, filters: dict) -> AsyncIterator[dict]:
-    """The daemon's event stream as dicts (one per JSON line)."""
-    from ds01.docker.proxy import read_head, render_head
-
-    reader, writer = await upstream.open()
-    try:
-        path = f"/events?filters={quote(json.dumps(filters))}"
-        writer.write(render_head(f"GET {path} HTTP/1.1", [("Host", "docker")]))
-        await writer.drain()
-        head = await read_head(reader)
-        if head is None or " 200 " not in f"{head.first} ":
-            raise ConnectionError(f"events: {head.first if head else 'no answer'}")
-        buf = b""
-        while True:
-            if head.chunked():
-                line = await reader.readuntil(b"\r\n")
-                size = int(line.split(b";")[0], 16)
-                if size == 0:
-                    return
-                data = await reader.readexactly(size + 2)
-                buf += data[:-2]
-            else:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                buf += data
-            *lines, buf = buf.split(b"\n")
-            for ln in lines:
-                if ln.strip():
-                    yield json.loads(ln)
-    finally:
-        writer.close()

@@ -1,6 +1,6 @@
 """The one decision over every Docker API request a user makes.
 
-The access service (``ds01.docker.proxy``) calls, for each request:
+The access service (``ds01.docker.service``) calls, for each request:
 
 1. :func:`route` -- which endpoint it is (unknown endpoints are refused);
 2. :func:`needs` -- which daemon objects and host paths the decision must see
@@ -30,6 +30,7 @@ it is refused (the daemon copies as root, through the binds).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os.path
 import re
@@ -37,7 +38,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ds01.config import Policy, Role
 from ds01.names import user_slice
@@ -50,6 +51,7 @@ ROLE = "ds01.role"
 CTYPE = "ds01.container_type"
 GPU = "ds01.gpu"
 RUN_AS = "ds01.run_as"
+SHARED = "ds01.shared"  # on an admin's image: a shared base image
 
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 USER_NETWORK_MODES = frozenset({"", "default", "bridge", "none"})
@@ -58,7 +60,6 @@ ADMIN_ROLE = "admin"
 # Paths that must never reach a container, whatever the policy file says.
 DOCKER_SOCKETS = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock")
 
-_API_VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
 _MIG_PROFILE = re.compile(r"^[1-9]g\.\d+gb$")
 _NO_GPU = frozenset({"", "void", "none"})
 
@@ -92,8 +93,9 @@ class Request:
     body: Any = None  # parsed JSON for endpoints that carry JSON, else None
 
     def q(self, key: str, default: str = "") -> str:
+        """A single-valued parameter (the request parser refused repeats)."""
         vals = self.query.get(key)
-        return vals[-1] if vals else default
+        return vals[0] if vals else default
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class Target:
     name: str = ""  # container name without '/', network or volume name
     labels: Mapping[str, str] = field(default_factory=dict)
     container: str = ""  # exec: the container it runs in (id)
+    image_id: str = ""  # image: its id
+    tags: tuple[str, ...] = ()  # image: its RepoTags
 
     @property
     def owner(self) -> str | None:
@@ -118,6 +122,7 @@ class Facts:
     targets: dict[tuple[str, str], Target | None] = field(default_factory=dict)
     realpaths: dict[str, str | None] = field(default_factory=dict)  # None: does not exist
     owned_containers: int | None = None
+    own_containers: list[str] | None = None  # ids of the caller's containers
     home_realpath: str | None = None
     host_cpus: int | None = None  # a container cannot get more CPUs than the host has
 
@@ -127,6 +132,7 @@ class Needs:
     targets: list[tuple[str, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     count_containers: bool = False
+    own_containers: bool = False  # the ids of the caller's containers (response filters)
 
 
 @dataclass(frozen=True)
@@ -139,10 +145,15 @@ class GpuRequest:
 class Allow:
     query: dict[str, list[str]] | None = None  # rewritten query (None: as sent)
     body: Any = None  # rewritten JSON body (None: as sent)
-    filter: str | None = None  # response filter: "images" | "networks"
+    filter: str | None = None  # response filter: "images" | "networks" | "network"
     gpu: GpuRequest | None = None  # create: the service asks the allocator, then applies it
     endpoint: str = ""
     target: Target | None = None  # the container the request acts on, when there is one
+    # The allocator call around the request: "assign" (create with a GPU),
+    # "allocate" (start of a GPU container), "forget" (its removal).
+    gpu_hook: str | None = None
+    gpu_created: bool = False  # assign: this request made the assignment
+    visible: frozenset[str] | None = None  # network inspect: the caller's container ids
 
 
 @dataclass(frozen=True)
@@ -167,92 +178,186 @@ class Refused(Exception):
 
 _C = r"(?P<ref>[^/]+)"
 _I = r"(?P<ref>.+?)"
-# (methods, pattern, endpoint, body): body is "json" when the decision reads it.
-ROUTES: list[tuple[frozenset[str], re.Pattern[str], str, str]] = []
 
 
-def _r(methods: str, pattern: str, endpoint: str, body: str = "stream") -> None:
-    ROUTES.append((frozenset(methods.split()), re.compile(f"^{pattern}$"), endpoint, body))
+@dataclass(frozen=True)
+class RouteSpec:
+    """One row of the route table.
+
+    + methods, pattern: what it matches (on the decoded path, version removed)
+    + endpoint: the rule family :func:`decide` applies
+    + op: Docker's name for the operation (its API reference, swagger operationId)
+    + body: "none" (a body is refused), "json" (read whole, parsed, rebuilt by the
+      service) or "stream" (a payload the rules decided on: build context, tar)
+    + hijack: the connection may switch to raw streams (attach, exec start)
+    + headers: client headers the route needs upstream (nothing else is copied)
+    """
+
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    endpoint: str
+    op: str
+    body: str = "none"
+    hijack: bool = False
+    headers: tuple[str, ...] = ()
 
 
-_r("GET HEAD", "/_ping", "ping")
-_r("GET", "/version", "version")
-_r("GET", "/info", "info")
-_r("GET", "/events", "events")
-_r("GET", "/system/df", "admin")
-_r("POST", "/auth", "auth")
-_r("GET", f"/distribution/{_I}/json", "distribution")
-_r("POST", "/session", "session")
-_r("GET", "/containers/json", "containers.list")
-_r("POST", "/containers/create", "containers.create", "json")
-_r("POST", "/containers/prune", "prune")
-_r("GET", f"/containers/{_C}/(json|top|logs|changes|export|stats|attach/ws)", "container.read")
-_r(
-    "POST",
-    f"/containers/{_C}/(resize|stop|restart|kill|pause|unpause|attach|wait)",
-    "container.act",
-)
-_r("POST", f"/containers/{_C}/start", "container.start")
-_r("POST", f"/containers/{_C}/update", "container.update", "json")
-_r("POST", f"/containers/{_C}/rename", "container.rename")
-_r("POST", f"/containers/{_C}/exec", "container.exec", "json")
-_r("GET HEAD PUT", f"/containers/{_C}/archive", "container.archive")
-_r("DELETE", f"/containers/{_C}", "container.remove")
-_r("POST", f"/exec/{_C}/(start|resize)", "exec")
-_r("GET", f"/exec/{_C}/json", "exec")
-_r("GET", "/images/json", "images.list")
-_r("POST", "/build", "build")
-_r("POST", "/build/prune", "prune")
-_r("POST", "/build/cancel", "build.cancel")
-_r("POST", "/images/create", "images.create")
-_r("POST", "/images/load", "images.load")
-_r("GET", "/images/get", "images.save")
-_r("GET", "/images/search", "images.search")
-_r("POST", "/images/prune", "prune")
-_r("POST", "/commit", "commit", "json")
-_r("GET", f"/images/{_I}/(json|history|get)", "image.read")
-_r("POST", f"/images/{_I}/push", "image.read")
-_r("POST", f"/images/{_I}/tag", "image.tag")
-_r("DELETE", f"/images/{_I}", "image.remove")
-_r("GET", "/networks", "networks.list")
-_r("POST", "/networks/create", "networks.create", "json")
-_r("POST", "/networks/prune", "prune")
-_r("GET", f"/networks/{_C}", "network.read")
-_r("POST", f"/networks/{_C}/(connect|disconnect)", "network.connect", "json")
-_r("DELETE", f"/networks/{_C}", "network.remove")
-_r("GET", "/volumes", "volumes.list")
-_r("POST", "/volumes/create", "volumes.create", "json")
-_r("POST", "/volumes/prune", "prune")
-_r("GET", f"/volumes/{_C}", "volume.read")
-_r("DELETE", f"/volumes/{_C}", "volume.remove")
+ROUTES: list[RouteSpec] = []
+
+
+def _r(methods: str, pattern: str, endpoint: str, op: str, body: str = "none", **kw) -> None:
+    ROUTES.append(
+        RouteSpec(frozenset(methods.split()), re.compile(f"^{pattern}$"), endpoint, op, body, **kw)
+    )
+
+
+_r("GET HEAD", "/_ping", "ping", "SystemPing")
+_r("GET", "/version", "version", "SystemVersion")
+_r("GET", "/info", "info", "SystemInfo")
+_r("GET", "/events", "events", "SystemEvents")
+_r("GET", "/system/df", "admin", "SystemDataUsage")
+_r("POST", "/auth", "admin", "SystemAuth")
+_r("GET", f"/distribution/{_I}/json", "distribution", "DistributionInspect")
+_r("POST", "/session", "admin", "Session")
+_r("GET", "/containers/json", "containers.list", "ContainerList")
+_r("POST", "/containers/create", "containers.create", "ContainerCreate", "json")
+_r("POST", "/containers/prune", "prune", "ContainerPrune")
+_r("GET", f"/containers/{_C}/json", "container.read", "ContainerInspect")
+_r("GET", f"/containers/{_C}/top", "container.read", "ContainerTop")
+_r("GET", f"/containers/{_C}/logs", "container.read", "ContainerLogs")
+_r("GET", f"/containers/{_C}/changes", "container.read", "ContainerChanges")
+_r("GET", f"/containers/{_C}/export", "container.read", "ContainerExport")
+_r("GET", f"/containers/{_C}/stats", "container.read", "ContainerStats")
+_r("POST", f"/containers/{_C}/resize", "container.act", "ContainerResize")
+_r("POST", f"/containers/{_C}/stop", "container.act", "ContainerStop")
+_r("POST", f"/containers/{_C}/restart", "container.restart", "ContainerRestart")
+_r("POST", f"/containers/{_C}/kill", "container.act", "ContainerKill")
+_r("POST", f"/containers/{_C}/pause", "container.act", "ContainerPause")
+_r("POST", f"/containers/{_C}/unpause", "container.act", "ContainerUnpause")
+_r("POST", f"/containers/{_C}/attach", "container.act", "ContainerAttach", hijack=True)
+_r("POST", f"/containers/{_C}/wait", "container.act", "ContainerWait")
+_r("POST", f"/containers/{_C}/start", "container.start", "ContainerStart")
+_r("POST", f"/containers/{_C}/update", "container.update", "ContainerUpdate", "json")
+_r("POST", f"/containers/{_C}/rename", "container.rename", "ContainerRename")
+_r("POST", f"/containers/{_C}/exec", "container.exec", "ContainerExec", "json")
+_r("GET HEAD", f"/containers/{_C}/archive", "container.archive", "ContainerArchive")
+_r("PUT", f"/containers/{_C}/archive", "container.archive", "PutContainerArchive", "stream")
+_r("DELETE", f"/containers/{_C}", "container.remove", "ContainerDelete")
+_r("POST", f"/exec/{_C}/start", "exec", "ExecStart", "json", hijack=True)
+_r("POST", f"/exec/{_C}/resize", "exec", "ExecResize")
+_r("GET", f"/exec/{_C}/json", "exec", "ExecInspect")
+_r("GET", "/images/json", "images.list", "ImageList")
+_r("POST", "/build", "build", "ImageBuild", "stream", headers=("X-Registry-Config",))
+_r("POST", "/build/prune", "prune", "BuildPrune")
+_r("POST", "/build/cancel", "build.cancel", "BuildCancel")
+_r("POST", "/images/create", "images.create", "ImageCreate", "stream")
+_r("POST", "/images/load", "admin", "ImageLoad", "stream")
+_r("GET", "/images/get", "images.save", "ImageGetAll")
+_r("GET", "/images/search", "images.search", "ImageSearch")
+_r("POST", "/images/prune", "prune", "ImagePrune")
+_r("POST", "/commit", "commit", "ImageCommit", "json")
+_r("GET", f"/images/{_I}/json", "image.read", "ImageInspect")
+_r("GET", f"/images/{_I}/history", "image.read", "ImageHistory")
+_r("GET", f"/images/{_I}/get", "image.read", "ImageGet")
+_r("POST", f"/images/{_I}/push", "image.read", "ImagePush", headers=("X-Registry-Auth",))
+_r("POST", f"/images/{_I}/tag", "image.tag", "ImageTag")
+_r("DELETE", f"/images/{_I}", "image.remove", "ImageDelete")
+_r("GET", "/networks", "networks.list", "NetworkList")
+_r("POST", "/networks/create", "networks.create", "NetworkCreate", "json")
+_r("POST", "/networks/prune", "prune", "NetworkPrune")
+_r("GET", f"/networks/{_C}", "network.read", "NetworkInspect")
+_r("POST", f"/networks/{_C}/connect", "network.connect", "NetworkConnect", "json")
+_r("POST", f"/networks/{_C}/disconnect", "network.connect", "NetworkDisconnect", "json")
+_r("DELETE", f"/networks/{_C}", "network.remove", "NetworkDelete")
+_r("GET", "/volumes", "volumes.list", "VolumeList")
+_r("POST", "/volumes/create", "volumes.create", "VolumeCreate", "json")
+_r("POST", "/volumes/prune", "prune", "VolumePrune")
+_r("GET", f"/volumes/{_C}", "volume.read", "VolumeInspect")
+_r("DELETE", f"/volumes/{_C}", "volume.remove", "VolumeDelete")
+_r("PUT", f"/volumes/{_C}", "admin", "VolumeUpdate", "stream")
 _r(
     "GET HEAD POST PUT DELETE",
     "/(grpc|swarm|nodes|services|tasks|secrets|configs|plugins)(/.*)?",
     "admin",
+    "Admin",
+    "stream",
 )
-_r("PUT", f"/volumes/{_C}", "admin")
+
+# API versions: clients may speak any version from the minimum on (the lowest
+# that current docker CLIs, the SDK and VS Code Dev Containers send); the
+# daemon is always spoken to in the pinned one (Debian 12's dockerd 20.10).
+# Older versions change what the daemon reads (v1.23 applies a HostConfig sent
+# to start), so they are refused rather than translated.
+MIN_API_VERSION = (1, 40)
+PINNED_API_VERSION = "1.41"
+
+_VERSION = re.compile(r"^/v(\d{1,3})\.(\d{1,3})(?=/)")
+_PATH_CHARS = re.compile(r"[A-Za-z0-9/._:@+=,~-]*")
 
 
 @dataclass(frozen=True)
 class Route:
-    endpoint: str
-    ref: str  # the object named in the path ('' when none), URL-decoded
-    body: str  # "json" | "stream"
-    path: str
+    spec: RouteSpec
+    ref: str  # the object named in the path ('' when none), decoded
+    path: str  # the decoded path without the version prefix
+
+    @property
+    def endpoint(self) -> str:
+        return self.spec.endpoint
+
+    @property
+    def body(self) -> str:
+        return self.spec.body
+
+
+def split_version(raw_path: str) -> tuple[tuple[int, int] | None, str]:
+    """(API version or None when unversioned, the path without it)."""
+    m = _VERSION.match(raw_path)
+    if not m:
+        return None, raw_path
+    return (int(m.group(1)), int(m.group(2))), raw_path[m.end() :]
+
+
+def check_version(version: tuple[int, int] | None) -> None:
+    if version is not None and version < MIN_API_VERSION:
+        low = ".".join(map(str, MIN_API_VERSION))
+        raise Refused(
+            f"Docker API version {version[0]}.{version[1]} is too old for DS01 (the oldest "
+            f"accepted is {low}); use a current docker client",
+            400,
+        )
+
+
+def decode_path(path: str) -> str:
+    """The path as dockerd's router sees it, refusing what could be read two ways."""
+    if "%" in path:
+        if re.search(r"%(?![0-9A-Fa-f]{2})", path):
+            raise Refused("malformed request path: a bad percent-escape", 400)
+        if re.search(r"%00", path):
+            raise Refused("malformed request path: an encoded NUL", 400)
+        path = unquote(path, errors="strict")
+    if not _PATH_CHARS.fullmatch(path) or "//" in path or "/./" in path or "/../" in path:
+        raise Refused("malformed request path", 400)
+    if path.endswith(("/.", "/..")):
+        raise Refused("malformed request path", 400)
+    return path
 
 
 def route(method: str, raw_path: str) -> Route | None:
-    """The endpoint of ``raw_path`` (query already split off), or None (refused)."""
-    path = _API_VERSION.sub("", raw_path, count=1)
-    for methods, pattern, endpoint, body in ROUTES:
-        if method in methods and (m := pattern.match(path)):
-            ref = unquote(m.groupdict().get("ref") or "")
-            return Route(endpoint, ref, body, path)
+    """The route of ``raw_path`` (query already split off), or None (refused).
+    Raises :class:`Refused` for versions below the minimum and malformed paths."""
+    version, path = split_version(raw_path)
+    check_version(version)
+    path = decode_path(path)
+    for spec in ROUTES:
+        if method in spec.methods and (m := spec.pattern.match(path)):
+            return Route(spec, m.groupdict().get("ref") or "", path)
     return None
 
 
-def strip_version(raw_path: str) -> str:
-    return _API_VERSION.sub("", raw_path, count=1)
+def upstream_path(rt: Route) -> str:
+    """The path the service sends to dockerd: pinned version, re-encoded."""
+    return f"/v{PINNED_API_VERSION}{quote(rt.path, safe='/:@+=,~')}"
 
 
 # --------------------------------------------------------------------------
@@ -331,7 +436,7 @@ def _relabel(labels: Any, caller: Caller, what: str) -> dict[str, str]:
     for k, v in given.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise Refused(f"malformed request: {what} must map strings to strings", 400)
-        if not k.startswith(LABEL_PREFIX):
+        if not k.startswith(LABEL_PREFIX) or caller.is_admin and k == SHARED:
             out[k] = v
     out.update(ownership_labels(caller))
     return out
@@ -367,21 +472,61 @@ def _own(caller: Caller, facts: Facts, kind: str, ref: str) -> Target:
     raise Refused(f"{kind} {ref} {whose}; you may only use your own {kind}s")
 
 
-def _readable_image(caller: Caller, facts: Facts, ref: str) -> Target | None:
+def shared_image(t: Target, policy: Policy, ref: str = "") -> bool:
+    """A shared base image: one an admin built (or pulled) labelled
+    ``ds01.shared=true``, or one whose name is in ``docker.shared_images``.
+    (A user's build inherits its base's labels, so the role label must be
+    an admin's or absent.)"""
+    if t.labels.get(SHARED) == "true" and t.labels.get(ROLE, ADMIN_ROLE) == ADMIN_ROLE:
+        return True
+    names = set(t.tags) | ({_tagged(ref)} if ref and not _is_id(ref) else set())
+    return any(shared_name(n, policy) for n in names)
+
+
+def shared_name(name: str, policy: Policy) -> bool:
+    return any(fnmatch.fnmatchcase(_tagged(name), p) for p in policy.docker.shared_images)
+
+
+def _tagged(name: str) -> str:
+    return name if "@" in name or ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _is_id(ref: str) -> bool:
+    return bool(re.fullmatch(r"(sha256:)?[0-9a-f]{12,64}", ref))
+
+
+def _readable_image(caller: Caller, policy: Policy, facts: Facts, ref: str) -> Target | None:
+    """The image, which the caller may use: theirs or a shared base image.
+    Images without an owner (pulled or loaded by an admin, a build's
+    intermediate layers) are the admins' until an admin shares them."""
     t = _need(facts, "image", ref)
-    if t is not None and t.owner and t.owner != caller.name and not caller.is_admin:
+    if t is None or caller.is_admin or t.owner == caller.name or shared_image(t, policy, ref):
+        return t
+    if t.owner:
         raise Refused(
             f"image {ref} was built by {t.owner}; you may only use your own images "
             "and the shared base images"
         )
-    return t
+    raise Refused(
+        f"image {ref} has no owner on DS01 (pulled or loaded by an admin, or an "
+        "intermediate layer of a build); you may use your own images and the shared base "
+        "images (docker.shared_images); build FROM one of those, or ask the admins to share it"
+    )
 
 
-def _not_others_image_name(caller: Caller, facts: Facts, ref: str) -> None:
-    """A name the request (re)points must not currently name another user's image."""
+def _not_others_image_name(caller: Caller, policy: Policy, facts: Facts, ref: str) -> None:
+    """A name the request (re)points must be free or name the caller's own
+    image; shared base names are the admins' alone."""
+    if caller.is_admin:
+        return
+    if shared_name(ref, policy):
+        raise Refused(f"{ref} is a shared base image name; only admins may change what it names")
     t = _need(facts, "image", ref)
-    if t is not None and t.owner and t.owner != caller.name and not caller.is_admin:
+    if t is None or t.owner == caller.name:
+        return
+    if t.owner:
         raise Refused(f"the name {ref} is taken by {t.owner}'s image; choose another name")
+    raise Refused(f"the name {ref} names an image of the admins; choose another name")
 
 
 def _image_ref(repo: str, tag: str) -> str:
@@ -473,6 +618,7 @@ def needs(req: Request, caller: Caller, rt: Route) -> Needs:
         ]
     elif e.startswith("network.") and e != "network.connect":
         n.targets.append(("network", ref))
+        n.own_containers = e == "network.read" and not caller.is_admin
     elif e == "network.connect":
         n.targets.append(("network", ref))
         body = req.body if isinstance(req.body, dict) else {}
@@ -520,16 +666,16 @@ def needs(req: Request, caller: Caller, rt: Route) -> Needs:
 
 def decide(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decision:
     """Allow (possibly rewritten) or deny one request. Never raises."""
-    rt = route(req.method, req.path)
-    if rt is None:
-        return Deny(
-            403,
-            f"{req.method} {req.path} is not available through the DS01 docker "
-            "service (if you need it, ask the admins)",
-        )
-    if rt.body == "json" and not isinstance(req.body, dict) and req.body is not None:
-        return Deny(400, "malformed request: the body must be a JSON object")
     try:
+        rt = route(req.method, req.path)
+        if rt is None:
+            return Deny(
+                403,
+                f"{req.method} {req.path} is not available through the DS01 docker "
+                "service (if you need it, ask the admins)",
+            )
+        if rt.body == "json" and not isinstance(req.body, dict) and req.body is not None:
+            return Deny(400, "malformed request: the body must be a JSON object")
         return _decide(req, rt, caller, policy, facts)
     except Refused as r:
         return Deny(r.status, r.message)
@@ -598,7 +744,15 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
             )
         if e == "container.exec":
             _check_exec(_d(req.body, "body"), caller, t)
-        return Allow(endpoint=e, target=t)
+        gpu_held = bool(t.labels.get(GPU))
+        if e == "container.restart" and gpu_held:
+            raise Refused(
+                f"{t.name or ref} holds a GPU: restart it with docker stop and "
+                "docker start, so that the GPU allocator sees both",
+                409,
+            )
+        hook = {"container.start": "allocate", "container.remove": "forget"}.get(e)
+        return Allow(endpoint=e, target=t, gpu_hook=hook if gpu_held else None)
     if e == "exec":
         x = _need(facts, "exec", ref)
         if x is None:
@@ -609,7 +763,7 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
 
     # ----- images
     if e == "image.read":
-        if _readable_image(caller, facts, ref) is None:
+        if _readable_image(caller, policy, facts, ref) is None:
             raise _no_such("image", ref)
         return Allow(endpoint=e)
     if e == "image.remove":
@@ -629,22 +783,24 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
             raise _no_such("image", ref)
         if not admin and src.owner != caller.name:
             raise Refused(f"you may only tag images you built; {ref} is not yours")
-        _not_others_image_name(caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest"))
+        _not_others_image_name(
+            caller, policy, facts, _image_ref(req.q("repo"), req.q("tag") or "latest")
+        )
         return Allow(endpoint=e)
     if e == "images.save":
         for name in req.query.get("names", []):
-            if _readable_image(caller, facts, name) is None:
+            if _readable_image(caller, policy, facts, name) is None:
                 raise _no_such("image", name)
         return Allow(endpoint=e)
     if e == "images.create":
-        return _images_create(req, caller, facts)
+        return _images_create(req, caller, policy, facts)
     if e == "build":
         return _build(req, caller, policy, facts)
     if e == "commit":
         _own(caller, facts, "container", req.q("container"))
         if req.q("repo"):
             _not_others_image_name(
-                caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest")
+                caller, policy, facts, _image_ref(req.q("repo"), req.q("tag") or "latest")
             )
         body = dict(_d(req.body, "body"))
         body["Labels"] = _relabel(body.get("Labels"), caller, "Labels")
@@ -665,9 +821,13 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
         t = _need(facts, "network", ref)
         if t is None:
             raise _no_such("network", ref)
-        if not admin and t.name not in BUILTIN_NETWORKS and t.owner != caller.name:
+        if admin:
+            return Allow(endpoint=e)
+        if t.name not in BUILTIN_NETWORKS and t.owner != caller.name:
             raise Refused(f"network {ref} is not yours")
-        return Allow(endpoint=e)
+        if facts.own_containers is None:
+            raise Refused("internal error: your containers were not listed; request refused", 500)
+        return Allow(endpoint=e, filter="network", visible=frozenset(facts.own_containers))
     if e == "network.remove":
         _own(caller, facts, "network", ref)
         return Allow(endpoint=e)
@@ -693,11 +853,16 @@ def _decide(req: Request, rt: Route, caller: Caller, policy: Policy, facts: Fact
 # --------------------------------------------------------------------------
 
 
-def _images_create(req: Request, caller: Caller, facts: Facts) -> Decision:
+def _images_create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decision:
     if req.q("fromImage"):
-        _not_others_image_name(
-            caller, facts, _image_ref(req.q("fromImage"), req.q("tag") or "latest")
-        )
+        # A pulled image carries no owner label (the daemon cannot add one), so
+        # it would belong to nobody: pulls are the admins', who share base images.
+        if not caller.is_admin:
+            raise Refused(
+                "docker pull is for admins on DS01: build FROM a shared base image "
+                "(docker images lists those you can use), or ask the admins to pull and "
+                "share the image you need"
+            )
         return Allow(endpoint="images.create")
     # docker import: the new image is the caller's
     if req.q("fromSrc") not in ("-",) and not caller.is_admin:
@@ -706,10 +871,14 @@ def _images_create(req: Request, caller: Caller, facts: Facts) -> Decision:
             "import it from standard input (docker import FILE)"
         )
     if req.q("repo"):
-        _not_others_image_name(caller, facts, _image_ref(req.q("repo"), req.q("tag") or "latest"))
+        _not_others_image_name(
+            caller, policy, facts, _image_ref(req.q("repo"), req.q("tag") or "latest")
+        )
     query = dict(req.query)
     query["changes"] = [c for c in query.get("changes", []) if LABEL_PREFIX not in c]
-    query["changes"].append(f'LABEL {OWNER}="{caller.name}" {MANAGED}="true"')
+    query["changes"].append(
+        f'LABEL {OWNER}="{caller.name}" {MANAGED}="true" {ROLE}="{caller.role or ADMIN_ROLE}"'
+    )
     return Allow(endpoint="images.create", query=query)
 
 
@@ -726,7 +895,7 @@ def _build(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decisi
     for t in req.query.get("t", []):
         if t:
             _not_others_image_name(
-                caller, facts, t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest"
+                caller, policy, facts, t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest"
             )
     query = dict(req.query)
     try:
@@ -795,7 +964,54 @@ _FORBIDDEN_HOST = {
     "ReadonlyPaths": "changing the read-only /proc paths is not allowed",
     "Cgroup": "joining another cgroup is not allowed",
 }
+# The values a user's request may give for those keys (the daemon's own default).
+_FORBIDDEN_DEFAULT: dict[str, Any] = {"Devices": [], "DeviceCgroupRules": [], "Cgroup": ""}
 _CPU_PERIOD = 100_000
+# ulimits a container may set, and how high (the hard limit); others are refused
+_ULIMIT_MAX = {"nofile": 1 << 20, "core": 0, "stack": 1 << 30, "memlock": 1 << 26}
+_BIND_OPTIONS = {
+    "ro",
+    "rw",
+    "z",
+    "Z",
+    "private",
+    "rprivate",
+    "nocopy",
+    "consistent",
+    "cached",
+    "delegated",
+}
+
+
+def _check_ulimits(host: dict) -> None:
+    for u in _lst(host.get("Ulimits"), "HostConfig.Ulimits"):
+        u = _d(u, "a ulimit")
+        name = _str(u.get("Name"), "Ulimit.Name")
+        if name not in _ULIMIT_MAX:
+            raise Refused(
+                f"--ulimit {name} is not allowed (allowed: {', '.join(sorted(_ULIMIT_MAX))})"
+            )
+        for key in ("Soft", "Hard"):
+            v = _int(u.get(key), f"Ulimit.{key}")
+            if v < 0 or v > _ULIMIT_MAX[name]:
+                raise Refused(
+                    f"--ulimit {name}: {v} is above what DS01 allows ({_ULIMIT_MAX[name]})"
+                )
+
+
+def _check_ports(host: dict) -> None:
+    """Host ports below 1024 are the server's own services."""
+    for port, bindings in _d(host.get("PortBindings"), "HostConfig.PortBindings").items():
+        for b in _lst(bindings, f"PortBindings.{port}"):
+            raw = _str(_d(b, "a port binding").get("HostPort"), "HostPort")
+            for part in raw.split("-") if raw else []:
+                if not part.isdigit():
+                    raise Refused(f"malformed host port {raw!r}", 400)
+                if 0 < int(part) < 1024:
+                    raise Refused(
+                        f"host port {part} is below 1024 (the server's own services); "
+                        "publish on a port from 1024 up, e.g. -p 8888:{port.split('/')[0]}"
+                    )
 
 
 def _normcap(cap: str) -> str:
@@ -973,7 +1189,7 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
     image = _str(body.get("Image"), "Image")
     if not image:
         raise Refused("malformed request: no image given", 400)
-    _readable_image(caller, facts, image)
+    _readable_image(caller, policy, facts, image)
 
     cap = limits.lifecycle.max_containers
     if cap is not None:
@@ -986,7 +1202,7 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
             )
 
     if not admin:
-        if host.get("Privileged"):
+        if host.get("Privileged") not in (None, False):
             raise Refused(
                 "privileged containers are not allowed on DS01 (--privileged gives "
                 "the container root on the server)"
@@ -1000,8 +1216,9 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         for key, why in _HOST_MODES.items():
             if _str(host.get(key), f"HostConfig.{key}") == "host":
                 raise Refused(f"{why} is not allowed on DS01")
+        # Present at all, not "truthy": an empty MaskedPaths unmasks /proc.
         for key, why in _FORBIDDEN_HOST.items():
-            if host.get(key):
+            if host.get(key) is not None and host.get(key) != _FORBIDDEN_DEFAULT.get(key):
                 raise Refused(why)
         for opt in _lst(host.get("SecurityOpt"), "SecurityOpt"):
             if not re.fullmatch(r"no-new-privileges(?:[:=]true)?", _str(opt, "SecurityOpt")):
@@ -1016,6 +1233,8 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         if _str(log.get("Type"), "LogConfig.Type") not in ("", "json-file", "local"):
             raise Refused("log drivers other than the default are not available on DS01")
         host["LogConfig"] = {"Type": "", "Config": {}}
+        _check_ulimits(host)
+        _check_ports(host)
         mode = _str(host.get("NetworkMode"), "HostConfig.NetworkMode")
         if mode.startswith("container:"):
             _own(caller, facts, "container", mode.split(":", 1)[1])
@@ -1040,6 +1259,12 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
             raise Refused(f"malformed bind {b!r}: write SOURCE:TARGET[:OPTIONS]", 400)
         if src.startswith("/"):
             has_binds = True
+            opts = set(rest.partition(":")[2].split(",")) - {""}
+            if opts - _BIND_OPTIONS and not admin:
+                raise Refused(
+                    f"bind options {','.join(sorted(opts - _BIND_OPTIONS))} are not allowed "
+                    "(propagation other than private, or unknown); use ro or rw"
+                )
             writable = _check_bind(src, caller, policy, facts)
             binds.append(b if writable else _make_readonly_bind(b))
         else:
@@ -1117,7 +1342,13 @@ def _create(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decis
         if not req.q("name"):
             query["name"] = [gpu_container_name(caller.name)]
     body["Labels"] = labels
-    return Allow(endpoint="containers.create", body=body, query=query, gpu=gpu)
+    return Allow(
+        endpoint="containers.create",
+        body=body,
+        query=query,
+        gpu=gpu,
+        gpu_hook="assign" if gpu else None,
+    )
 
 
 def gpu_container_name(user: str) -> str:
@@ -1158,10 +1389,15 @@ def _check_update(body: dict, limits: Role, t: Target, admin: bool) -> None:
         return
     c = limits.container
     for key, val in body.items():
-        if key in _UPDATE_FREE or not val:
+        # The CLI sends every field of Resources, unset ones as zero values.
+        if key in _UPDATE_FREE or key in _UPDATE_LIMITED or val in (None, 0, "", [], {}, False):
             continue
-        if key not in _UPDATE_LIMITED:
-            raise Refused(f"docker update of {key} is not allowed")
+        raise Refused(f"docker update of {key} is not allowed")
+    if body.get("PidsLimit") is not None and not 0 < _int(body["PidsLimit"], "PidsLimit") <= c.pids:
+        raise Refused(
+            f"--pids-limit must stay between 1 and your role's limit ({c.pids}); "
+            "0 and -1 would remove it"
+        )
     nano = _int(body.get("NanoCpus"), "NanoCpus")
     quota, period = _int(body.get("CpuQuota"), "CpuQuota"), _int(body.get("CpuPeriod"), "CpuPeriod")
     if quota > 0:
@@ -1185,7 +1421,7 @@ def _check_update(body: dict, limits: Role, t: Target, admin: bool) -> None:
 def _check_exec(body: dict, caller: Caller, t: Target) -> None:
     if caller.is_admin:
         return
-    if body.get("Privileged"):
+    if body.get("Privileged") not in (None, False):
         raise Refused("privileged exec is not allowed on DS01")
     if t.labels.get(RUN_AS):
         user = _str(body.get("User"), "User")
@@ -1206,17 +1442,35 @@ def _check_exec(body: dict, caller: Caller, t: Target) -> None:
 # --------------------------------------------------------------------------
 
 
-def filter_list(kind: str, items: Any, caller: Caller) -> list:
-    """Keep what ``caller`` may see: images that are theirs or nobody's (base
-    images), networks that are theirs or built in."""
-    if not isinstance(items, list):
+def filter_response(d: Allow, data: Any, caller: Caller, policy: Policy) -> Any:
+    """What ``caller`` may see of a response the daemon cannot filter itself:
+    images that are theirs or shared, networks that are theirs or built in,
+    and in a network's inspect only their own containers."""
+    if d.filter == "network":
+        if not isinstance(data, dict):
+            raise ValueError("the daemon's network inspect is not a JSON object")
+        mine = d.visible or frozenset()
+        out = dict(data)
+        out["Containers"] = {
+            cid: info for cid, info in (data.get("Containers") or {}).items() if cid in mine
+        }
+        return out
+    if not isinstance(data, list):
         raise ValueError("the daemon's list response is not a JSON list")
-    out = []
-    for item in items:
-        labels = (item.get("Labels") or {}) if isinstance(item, dict) else {}
+    out_list = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        labels = item.get("Labels") or {}
         owner = labels.get(OWNER)
-        if kind == "images" and owner in (None, caller.name):
-            out.append(item)
-        elif kind == "networks" and (owner == caller.name or item.get("Name") in BUILTIN_NETWORKS):
-            out.append(item)
-    return out
+        if d.filter == "images":
+            t = Target(
+                "image", item.get("Id", ""), "", labels, tags=tuple(item.get("RepoTags") or ())
+            )
+            if owner == caller.name or shared_image(t, policy):
+                out_list.append(item)
+        elif d.filter == "networks" and (
+            owner == caller.name or item.get("Name") in BUILTIN_NETWORKS
+        ):
+            out_list.append(item)
+    return out_list

@@ -20,7 +20,7 @@ import yaml
 
 from ds01.config import parse_policy
 from ds01.docker.policy import Caller
-from ds01.docker.proxy import AccessService
+from ds01.docker.service import AccessService
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "ds01-test/debian:bookworm"

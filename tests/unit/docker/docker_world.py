@@ -14,6 +14,7 @@ from ds01.docker.policy import (
     RUN_AS,
     Caller,
     Facts,
+    Refused,
     Request,
     Target,
     decide,
@@ -58,7 +59,16 @@ CONTAINERS = {
 IMAGES = {
     "alice/img:latest": Target("image", "alice/img:latest", labels={OWNER: ALICE.name}),
     "bob/img:latest": Target("image", "bob/img:latest", labels={OWNER: BOB.name}),
-    "debian:bookworm": Target("image", "debian:bookworm"),
+    "debian:bookworm": Target("image", "debian:bookworm"),  # shared by name (policy)
+    "left/over:1": Target("image", "left/over:1"),  # pulled by an admin, not shared
+    "admin/base:1": Target(
+        "image", "admin/base:1", labels={OWNER: "h.admin", "ds01.role": "admin", "ds01.shared": "true"}
+    ),
+    "alice/inherits:1": Target(  # built FROM admin/base: the shared label came along
+        "image",
+        "alice/inherits:1",
+        labels={OWNER: ALICE.name, "ds01.role": "student", "ds01.shared": "true"},
+    ),
 }
 VOLUMES = {
     "avol": Target("volume", "avol", name="avol", labels={OWNER: ALICE.name}),
@@ -128,7 +138,10 @@ def decide_as(
     policy=POLICY,
 ):
     r = req(method, path, query, body)
-    rt = route(method, path)
+    try:
+        rt = route(method, path)
+    except Refused:
+        rt = None  # decide() answers it
     facts = Facts(home_realpath=caller.home)
     if rt is not None:
         n = needs(r, caller, rt)
@@ -138,6 +151,8 @@ def decide_as(
             facts.realpaths[p] = REALPATHS.get(p)
         if n.count_containers:
             facts.owned_containers = owned_count(caller) if owned is None else owned
+        if n.own_containers:
+            facts.own_containers = [c.ref for c in CONTAINERS.values() if c.owner == caller.name]
     return decide(r, caller, policy, facts)
 
 

@@ -18,10 +18,11 @@ from ds01.docker.policy import (
     Deny,
     Facts,
     GpuRequest,
+    Refused,
     Request,
     apply_gpu,
     decide,
-    filter_list,
+    filter_response,
     parse_filters,
     route,
 )
@@ -84,7 +85,6 @@ TABLE = [
             ("GET", "archive"),
             ("PUT", "archive"),
             ("HEAD", "archive"),
-            ("GET", "attach/ws"),
         ]
     ],
     (ALICE, "DELETE", "/containers/a1", None, OK, ""),
@@ -160,10 +160,20 @@ TABLE = [
         403,
         "built by",
     ),
-    (ALICE, "POST", "/images/create", {"fromImage": "debian", "tag": "bookworm"}, OK, ""),
-    (ALICE, "POST", "/images/create", {"fromImage": "bob/img"}, 403, "taken by"),
+    # pulled and loaded images carry no owner: pull and load are the admins'
+    (ALICE, "POST", "/images/create", {"fromImage": "debian", "tag": "bookworm"}, 403, "admins"),
+    (ADMIN, "POST", "/images/create", {"fromImage": "debian", "tag": "bookworm"}, OK, ""),
+    (ALICE, "POST", "/images/load", None, 403, "admins only"),
+    (ADMIN, "POST", "/images/load", None, OK, ""),
+    (ALICE, "GET", "/images/left/over:1/json", None, 403, "no owner on DS01"),
+    (ALICE, "GET", "/images/admin/base:1/json", None, OK, ""),
+    (ALICE, "GET", "/images/alice/inherits:1/json", None, OK, ""),
+    (BOB, "GET", "/images/alice/inherits:1/json", None, 403, "built by"),
+    (ALICE, "POST", "/build", {"t": "debian:mine"}, 403, "shared base image name"),
+    (ALICE, "POST", "/build", {"t": "left/over:1"}, 403, "names an image of the admins"),
+    (ALICE, "POST", "/images/alice/img:latest/tag", {"repo": "python", "tag": "3"}, 403, "shared base"),
+    (ADMIN, "POST", "/build", {"t": "debian:mine"}, OK, ""),
     (ALICE, "POST", "/images/create", {"fromSrc": "http://127.0.0.1/x.tar"}, 403, "from a URL"),
-    (ALICE, "POST", "/images/load", None, OK, ""),
     (ALICE, "GET", "/images/search", {"term": "x"}, OK, ""),
     (ALICE, "POST", "/build", {"remote": "http://127.0.0.1:8080/ctx.tar"}, 403, "remote URL"),
     (ALICE, "POST", "/build", {"networkmode": "host"}, 403, "network mode"),
@@ -244,21 +254,38 @@ def test_image_and_network_lists_keep_own_and_shared():
     images = [
         {"Id": "1", "Labels": {OWNER: ALICE.name}},
         {"Id": "2", "Labels": {OWNER: BOB.name}},
-        {"Id": "3", "Labels": None},
-        {"Id": "4"},
+        {"Id": "3", "Labels": None, "RepoTags": ["debian:bookworm"]},  # shared by name
+        {"Id": "4", "RepoTags": ["left/over:1"]},  # nobody's: the admins'
+        {"Id": "5", "RepoTags": ["<none>:<none>"]},  # a build's intermediate
+        {"Id": "6", "Labels": {"ds01.shared": "true", "ds01.role": "admin"}},
+        {"Id": "7", "Labels": {OWNER: BOB.name, "ds01.shared": "true", "ds01.role": "student"}},
     ]
-    assert [i["Id"] for i in filter_list("images", images, ALICE)] == ["1", "3", "4"]
+    d = decide_as(ALICE, "GET", "/images/json")
+    assert d.filter == "images"
+    assert [i["Id"] for i in filter_response(d, images, ALICE, POLICY)] == ["1", "3", "6"]
     nets = [
         {"Name": "bridge"},
         {"Name": "anet", "Labels": {OWNER: ALICE.name}},
         {"Name": "bnet", "Labels": {OWNER: BOB.name}},
         {"Name": "none"},
     ]
-    assert [n["Name"] for n in filter_list("networks", nets, ALICE)] == ["bridge", "anet", "none"]
-    assert decide_as(ALICE, "GET", "/images/json").filter == "images"
-    assert decide_as(ALICE, "GET", "/networks").filter == "networks"
+    d = decide_as(ALICE, "GET", "/networks")
+    assert d.filter == "networks"
+    assert [n["Name"] for n in filter_response(d, nets, ALICE, POLICY)] == [
+        "bridge",
+        "anet",
+        "none",
+    ]
     with pytest.raises(ValueError):
-        filter_list("images", {"not": "a list"}, ALICE)
+        filter_response(decide_as(ALICE, "GET", "/images/json"), {"not": "a list"}, ALICE, POLICY)
+
+
+def test_builtin_network_inspect_shows_only_the_callers_containers():
+    d = decide_as(ALICE, "GET", "/networks/bridge")
+    assert isinstance(d, Allow) and d.filter == "network"
+    answer = {"Name": "bridge", "Containers": {"a1": {"Name": "a1"}, "b1": {"Name": "b1"}}}
+    assert filter_response(d, answer, ALICE, POLICY)["Containers"] == {"a1": {"Name": "a1"}}
+    assert decide_as(ADMIN, "GET", "/networks/bridge").filter is None
 
 
 # --------------------------------------------------------------------------
@@ -357,8 +384,21 @@ def test_most_containers_per_user():
         ({"NetworkMode": "host"}, "host's network"),
         ({"SecurityOpt": ["seccomp=unconfined"]}, "security option"),
         ({"SecurityOpt": ["apparmor=unconfined"]}, "security option"),
-        ({"MaskedPaths": []}, None),  # empty: the default, allowed
+        # present at all, not truthy: an empty list unmasks /proc (systempaths=unconfined)
+        ({"MaskedPaths": []}, "masked"),
+        ({"ReadonlyPaths": []}, "read-only /proc"),
         ({"MaskedPaths": ["/proc/kcore"]}, "masked"),
+        ({"Privileged": 1}, "privileged"),
+        ({"Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]}, "--ulimit rtprio"),
+        ({"Ulimits": [{"Name": "nofile", "Soft": -1, "Hard": -1}]}, "--ulimit nofile"),
+        ({"Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 4096}]}, None),
+        ({"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80"}]}}, "below 1024"),
+        ({"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "1000-1100"}]}}, "below 1024"),
+        ({"PortBindings": {"8888/tcp": [{"HostIp": "", "HostPort": "8888"}]}}, None),
+        ({"PortBindings": {"8888/tcp": [{"HostIp": "", "HostPort": ""}]}}, None),
+        ({"Binds": [f"{AH}/proj:/w:rshared"]}, "propagation"),
+        ({"Binds": [f"{AH}/proj:/w:ro,slave"]}, "propagation"),
+        ({"Binds": [f"{AH}/proj:/w:ro"]}, None),
         ({"Sysctls": {"kernel.shmmax": "1"}}, "sysctl kernel.shmmax"),
         ({"Runtime": "kata"}, "runtime"),
         (
@@ -769,10 +809,48 @@ def test_route_strips_version_and_decodes_refs():
     assert r.endpoint == "image.read" and r.ref == "registry.example.lan/team/img:1"
     assert route("DELETE", "/v1.41/images/a/b:c").ref == "a/b:c"
     assert route("POST", "/containers/x/start").endpoint == "container.start"
-    assert (
-        route("GET", "/containers/x/../y/json") is None
-        or route("GET", "/containers/x/../y/json").endpoint != "container.read"
-    )
+    for bad in ("/containers/x/../y/json", "/containers/x%00/json", "/containers/%zz/json"):
+        with pytest.raises(Refused):
+            route("GET", bad)
+    assert route("GET", "/containers/a%2Fb/json") is None  # dockerd: no such route either
+
+
+@pytest.mark.parametrize("version", ["/v1.23", "/v1.39", "/v0.9"])
+def test_old_api_versions_are_refused(version):
+    d = decide_as(ALICE, "POST", f"{version}/containers/a1/start")
+    assert isinstance(d, Deny) and d.status == 400 and "too old" in d.message
+
+
+def test_current_and_unversioned_paths_are_accepted():
+    for path in ("/v1.40/containers/a1/json", "/v1.41/containers/a1/json", "/containers/a1/json"):
+        assert isinstance(decide_as(ALICE, "GET", path), Allow)
+
+
+def test_gpu_container_restart_is_refused_and_hooks_follow_the_decision():
+    d = decide_as(ALICE, "POST", "/containers/a-gpu/restart")
+    assert isinstance(d, Deny) and d.status == 409 and "docker stop" in d.message
+    assert decide_as(ALICE, "POST", "/containers/a-gpu/start").gpu_hook == "allocate"
+    assert decide_as(ALICE, "DELETE", "/containers/a-gpu").gpu_hook == "forget"
+    assert decide_as(ALICE, "POST", "/containers/a1/start").gpu_hook is None
+
+
+@pytest.mark.parametrize(
+    "body,ok",
+    [
+        ({"PidsLimit": 0}, False),  # 0 and -1 remove the limit
+        ({"PidsLimit": -1}, False),
+        ({"PidsLimit": 100}, True),
+        ({"Memory": -1}, False),
+        ({"MemorySwap": -1}, False),
+        ({"CpuQuota": -1}, False),
+        ({"Devices": [{"PathOnHost": "/dev/sda"}]}, False),
+        ({"Devices": [], "KernelMemory": 0, "CgroupParent": ""}, True),  # the CLI's zero values
+        ({"CgroupParent": "/"}, False),
+    ],
+)
+def test_update_can_neither_raise_nor_remove_a_limit(body, ok):
+    d = decide_as(ALICE, "POST", "/containers/a1/update", body=body)
+    assert isinstance(d, Allow if ok else Deny), d
 
 
 def test_root_is_admin():
