@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from ds01.config import Policy
 from ds01.docker import policy as rules
@@ -27,6 +28,12 @@ from ds01.docker.daemon import events
 from ds01.docker.policy import Caller, GpuRequest
 
 log = logging.getLogger("ds01.docker.gpu")
+
+@dataclass(frozen=True)
+class Assigned:
+    uuids: list[str]
+    created: bool  # False: the assignment existed before this create
+
 
 EVENT_FILTERS = {"type": ["container"], "event": ["die", "destroy"], "label": [rules.GPU]}
 
@@ -66,11 +73,11 @@ class GpuGlue:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
-    async def assign(self, name: str, caller: Caller, req: GpuRequest) -> list[str]:
+    async def assign(self, name: str, caller: Caller, req: GpuRequest) -> Assigned:
         a = await self._call(
             "assign", name, caller.name, caller.role or rules.ADMIN_ROLE, req.count, req.kind
         )
-        return [u.uuid for u in a.units]
+        return Assigned([u.uuid for u in a.units], created=True)
 
     async def allocate(self, name: str) -> None:
         await self._call("allocate", name)

@@ -309,6 +309,10 @@ class Route:
     def body(self) -> str:
         return self.spec.body
 
+    @property
+    def hijack(self) -> bool:
+        return self.spec.hijack
+
 
 def split_version(raw_path: str) -> tuple[tuple[int, int] | None, str]:
     """(API version or None when unversioned, the path without it)."""

@@ -66,6 +66,7 @@ def test_policy_text(simulated: list[dict] | None = None) -> str:
     )
     data["roles"]["student"]["lifecycle"]["max_containers"] = 6
     data["gpu"]["backend"] = "simulated"
+    data["docker"]["shared_images"] = ["ds01-test/*"]  # imported by the raw socket: nobody's
     if simulated is not None:
         data["gpu"]["simulated"] = simulated
     return yaml.safe_dump(data)
