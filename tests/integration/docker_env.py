@@ -246,6 +246,50 @@ class Env:
         os.waitpid(pid, 0)
         return json.loads(out)
 
+    def raw_as(self, uid: int, data: bytes, timeout: float = 20.0, shutdown: bool = True) -> bytes:
+        """Bytes written on a raw connection to the service as ``uid``, and
+        everything it answered until it closed (or ``timeout``)."""
+        return self.raw_script_as(uid, [data], timeout, shutdown)
+
+    def raw_script_as(
+        self, uid: int, parts: list[bytes], timeout: float = 20.0, shutdown: bool = True
+    ) -> bytes:
+        import socket
+
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            out = b""
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(timeout)
+                s.connect(self.sock)
+                try:
+                    for part in parts:
+                        s.sendall(part)
+                        time.sleep(0.05)
+                    if shutdown:
+                        s.shutdown(socket.SHUT_WR)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                try:
+                    while chunk := s.recv(65536):
+                        out += chunk
+                except (TimeoutError, ConnectionResetError):
+                    pass
+            finally:
+                os.write(w, out)
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(pid, 0)
+        return data
+
     def ds01_as(self, uid: int, *argv: str) -> tuple[int, str, str]:
         """``ds01 ARGV`` (the CLI, in-process) in a child that has become ``uid``,
         with DOCKER_HOST pointing at the service: (exit code, stdout, stderr)."""
