@@ -8,9 +8,9 @@ groups (deploys/groups.py, which deploys/all.py runs first).
 
 from pyinfra import host
 from pyinfra.facts.server import Mounts
-from pyinfra.operations import files, server
+from pyinfra.operations import files, server, systemd
 
-from ds01.storage import areas, purge, quota
+from ds01.storage import areas, mounts, purge, quota
 from ds01.units import format_duration
 from facts.acl import Nss
 from operations import acl, deferred
@@ -144,3 +144,17 @@ if scratch is not None and scratch.purge is not None:
         after=format_duration(scratch.purge.after),
         warn=format_duration(scratch.purge.warn_before),
     )
+
+# Homes and areas nosuid,nodev: files written from containers cannot gain privileges on the host
+nosuid_unit = files.template(
+    name="Homes and areas mounted nosuid,nodev (ds01-nosuid.service)",
+    src="templates/storage/ds01-nosuid.service.j2",
+    dest="/etc/systemd/system/ds01-nosuid.service",
+    user="root", group="root", mode="0644",
+    paths=mounts.nosuid_paths(policy), flags=mounts.FLAGS,
+)  # fmt: skip
+systemd.service(
+    name="Homes and areas nosuid,nodev in force", service="ds01-nosuid.service",
+    running=True, enabled=True,
+    daemon_reload=nosuid_unit.will_change, restarted=nosuid_unit.will_change,
+)  # fmt: skip

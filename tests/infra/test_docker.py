@@ -109,6 +109,24 @@ def test_access_service_and_its_socket(vm):
     assert r.rc != 0 and "permission denied" in r.stderr
 
 
+def test_access_service_has_room_for_its_connection_cap(vm):
+    assert vm.check_output("systemctl show -p LimitNOFILE --value ds01-docker") == "65536"
+
+
+def test_homes_and_areas_are_nosuid_nodev(vm):
+    for path in ("/home", "/srv/ds01"):
+        opts = vm.check_output(f"findmnt -no OPTIONS --target {path} -M {path}").split(",")
+        assert "nosuid" in opts and "nodev" in opts, (path, opts)
+    # a set-uid root file in a home (as a container could write it) gives no root
+    home = vm.check_output(f"getent passwd {S1}").split(":")[5]
+    vm.check_output(f"install -m 4755 -o root /usr/bin/id {home}/suid-id")
+    try:
+        out = vm.check_output(f"runuser -u {S1} -- {home}/suid-id -u")
+        assert out == vm.check_output(f"id -u {S1}"), "the set-uid bit took effect"
+    finally:
+        vm.run(f"rm -f {home}/suid-id")
+
+
 def test_login_shells_point_at_the_service(vm):
     out = vm.check_output(f"su - {S1} -c 'echo $DOCKER_HOST'")
     assert out == "unix:///run/ds01/docker.sock"
