@@ -17,6 +17,7 @@ from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, systemd
 
 from deploys._support import REPO, apt_packages, wheelhouse
+from ds01.docker import cleanup
 from ds01.names import DOCKER_USERS_GROUP, ROOT_SLICE, role_group
 from ds01.units import format_size
 from facts.groups import GroupMembers
@@ -141,6 +142,25 @@ files.template(
     user="root", group="root", mode="0644",
     schedule=policy.schedules.image_prune, keep_label=dk.image_prune.keep_label,
     unused_for=f"{dk.image_prune.unused_for // 86400}d",
+)  # fmt: skip
+
+# Stopped containers: removed after the role's lifecycle.remove_stopped_after, owners told first
+files.directory(
+    name=f"Container removal notices {cleanup.NOTICE_DIR}",
+    path=cleanup.NOTICE_DIR, user="root", group="root", mode="0711",
+)  # fmt: skip
+files.template(
+    name="Container removal notice at login /etc/profile.d/ds01-container-notice.sh",
+    src=str(TEMPLATES / "ds01-container-notice.sh.j2"),
+    dest="/etc/profile.d/ds01-container-notice.sh",
+    user="root", group="root", mode="0644", notice_dir=cleanup.NOTICE_DIR,
+)  # fmt: skip
+files.template(
+    name=f"Container cleanup /etc/cron.d/ds01-container-cleanup "
+    f"({policy.schedules.container_cleanup})",
+    src=str(TEMPLATES / "ds01-container-cleanup.cron.j2"),
+    dest="/etc/cron.d/ds01-container-cleanup",
+    user="root", group="root", mode="0644", schedule=policy.schedules.container_cleanup,
 )  # fmt: skip
 
 # Bare-metal GPU use: /dev/nvidia* for root and the bare-metal role only

@@ -399,6 +399,7 @@ class Schedules(Strict):
     admin_guard: Cron
     scratch_purge: Cron
     image_prune: Cron
+    container_cleanup: Cron = "20 * * * *"  # stopped containers past remove_stopped_after
 
 
 class Site(Strict):

@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--socket", help="listen here instead of docker.user_socket")
     p.add_argument("--group", default="docker-users", help="group that may connect")
     p.set_defaults(func=cmd_serve)
+    p = dsub.add_parser(
+        "cleanup",
+        parents=[common],
+        help="remove stopped containers past their role's lifecycle.remove_stopped_after (cron)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    p.set_defaults(func=cmd_cleanup)
 
     c = sub.add_parser("container", help="your containers: create, start, stop, list, remove")
     csub = c.add_subparsers(dest="container_command", metavar="ACTION", required=True)
@@ -183,3 +190,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"{stamp} kept {e}", file=sys.stderr)
     print(f"{stamp} image prune: {len(removals)} image(s) {verb}, {len(errors)} kept on error")
     return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    import docker
+
+    from ds01.docker.cleanup import cleanup
+
+    policy = _policy(args.policy)
+    api = docker.APIClient(base_url=f"unix://{policy.docker.real_socket}", timeout=300)
+    p, errors = cleanup(api, policy, time.time(), dry_run=args.dry_run)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    verb = "would remove" if args.dry_run else "removed"
+    for c, why in p.remove:
+        print(f"{stamp} {verb} {c.id[:12]} {why}")
+    for user, items in sorted(p.notices.items()):
+        print(f"{stamp} told {user}: {', '.join(c.name for c, _ in items)} due within a day")
+    for e in errors:
+        print(f"{stamp} kept {e}", file=sys.stderr)
+    print(f"{stamp} container cleanup: {len(p.remove)} {verb}, {len(errors)} kept on error")
+    return 1 if errors else 0

@@ -55,7 +55,7 @@ def plan(images: list[Image], in_use: set[str], policy: Policy, now: float) -> l
     return out
 
 
-def _time(value: str | None) -> float | None:
+def parse_docker_time(value: str | None) -> float | None:
     if not value or value.startswith("0001-"):
         return None
     head, _, frac = value.rstrip("Z").partition(".")
@@ -73,7 +73,7 @@ def read_images(api) -> tuple[list[Image], set[str]]:
                 row["Id"],
                 tags,
                 float(row["Created"]),
-                _time((meta.get("Metadata") or {}).get("LastTagTime")),
+                parse_docker_time((meta.get("Metadata") or {}).get("LastTagTime")),
                 (meta.get("Config") or {}).get("Labels") or {},
             )
         )

@@ -32,8 +32,11 @@ class Client:
         self.s.connect(path)
         self.f = self.s.makefile("rb")
 
-    def get(self, path: str) -> int:
-        self.s.sendall(f"GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n".encode())
+    def get(self, path: str, method: str = "GET", body: bytes | None = None) -> int:
+        head = f"{method} {path} HTTP/1.1\r\nHost: docker\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.s.sendall(head.encode() + b"\r\n" + (body or b""))
         status = int(self.f.readline().split()[1])
         length, chunked = None, False
         while (line := self.f.readline()) != b"\r\n":
@@ -51,12 +54,12 @@ class Client:
         return status
 
 
-def timings(sock: str, path: str, n: int) -> list[float]:
+def timings(sock: str, path: str, n: int, method="GET", body=None, ok=200) -> list[float]:
     c = Client(sock)
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        assert c.get(path) == 200
+        assert c.get(path, method, body) == ok
         out.append((time.perf_counter() - t) * 1000)
     return out
 
@@ -87,6 +90,14 @@ def main() -> None:
             r, s = timings(raw, path, args.calls), timings(svc, path, args.calls)
             print(f"{label:<28} {pct(r, 50):8.2f} {pct(r, 99):8.2f} {pct(s, 50):8.2f} "
                   f"{pct(s, 99):8.2f} {pct(s, 50) - pct(r, 50):9.2f}")
+        # create: what a user sends (the service adds labels, limits, the slice)
+        body = json.dumps({"Image": IMAGE, "Cmd": ["true"], "HostConfig": {"Memory": 2**27}})
+        n = max(10, args.calls // 5)
+        r = timings(raw, "/v1.41/containers/create", n, "POST", body.encode(), 201)
+        s = timings(svc, "/v1.41/containers/create", n, "POST", body.encode(), 201)
+        print(f"{'POST /containers/create':<28} {pct(r, 50):8.2f} {pct(r, 99):8.2f} "
+              f"{pct(s, 50):8.2f} {pct(s, 99):8.2f} {pct(s, 50) - pct(r, 50):9.2f}   ({n} calls)")
+        env.dockerd.cli("container", "prune", "-f")
 
         t = time.perf_counter()
         for i in range(args.containers - 1):
