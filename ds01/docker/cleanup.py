@@ -74,7 +74,8 @@ def read_stopped(api) -> list[Stopped]:
 def notice_text(items: list[tuple[Stopped, float]]) -> str:
     lines = ["DS01: these stopped containers of yours will be removed (start them to keep them):"]
     for c, due in sorted(items, key=lambda x: x[1]):
-        lines.append(f"  {c.name:<24} removed after {time.strftime('%Y-%m-%d %H:%M', time.localtime(due))}")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(due))
+        lines.append(f"  {c.name:<24} removed after {when}")
     lines.append("  (their volumes and your files stay; docker start NAME keeps a container)")
     return "\n".join(lines) + "\n"
 
