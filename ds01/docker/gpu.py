@@ -29,6 +29,7 @@ from ds01.docker.policy import Caller, GpuRequest
 
 log = logging.getLogger("ds01.docker.gpu")
 
+
 @dataclass(frozen=True)
 class Assigned:
     uuids: list[str]
