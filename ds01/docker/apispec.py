@@ -247,12 +247,14 @@ NETWORKING_CONFIG = Struct("network.NetworkingConfig", {"EndpointsConfig": Map(E
 _MERGED_FROM_TOP = ("Memory", "MemorySwap", "CpuShares", "CpusetCpus", "VolumeDriver")
 
 
-def _host_config_of_wrapper(out: dict) -> dict:
-    top = {k: out.pop(k) for k in list(out) if k in HOST_CONFIG_FIELDS and k not in CONFIG_FIELDS}
+def _host_config_of_wrapper(out: dict, given: frozenset[str]) -> dict:
+    top = {k: out.pop(k) for k in list(out) if k in HOST_CONFIG_FIELDS}
     cpuset = out.pop("Cpuset", "")
     host = out.get("HostConfig")
     if host is None:
-        host = top or None
+        # any top-level HostConfig key, even a null one, makes Go allocate the
+        # embedded struct: an empty HostConfig, which dockerd fills with defaults
+        host = top if given & HOST_CONFIG_FIELDS.keys() else None
     else:
         host = dict(host)
         for key in _MERGED_FROM_TOP:

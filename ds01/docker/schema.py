@@ -296,14 +296,15 @@ class Struct(GoType):
       embedded structs flattened) -> type
     + dropped: keys newer clients send that dockerd 20.10 has no field for; they
       are removed (any value), everything else unknown is refused
-    + finish: builds the decoded meaning from the canonical fields, where Go
-      does more than fill fields (the create wrapper's deprecated keys)
+    + finish: builds the decoded meaning from the canonical fields and the
+      names given (null ones included), where Go does more than fill fields
+      (the create wrapper's deprecated keys)
     """
 
     name: str
     fields: Mapping[str, GoType]
     dropped: frozenset[str] = frozenset()
-    finish: Callable[[dict], dict] | None = None
+    finish: Callable[[dict, frozenset[str]], dict] | None = None
     _fold: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -337,7 +338,9 @@ class Struct(GoType):
                 raise Malformed(f"{where}: unknown field of {self.name}")
             if v is not None:
                 out[name] = self.fields[name].canon(v, _join(path, name))
-        return self.finish(out) if self.finish else out
+        if self.finish is None:
+            return out
+        return self.finish(out, frozenset(self._fold[k] for k in given if k in self._fold))
 
     def zero(self, path: str) -> dict:
         raise Malformed(f"{path}: null is not a {self.name}")
