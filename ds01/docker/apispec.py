@@ -39,6 +39,7 @@ from ds01.docker.schema import (
     Int,
     List,
     Map,
+    Ptr,
     QuerySpec,
     Str,
     StrSlice,
@@ -118,11 +119,11 @@ RESOURCES_FIELDS: dict[str, GoType] = {
     "NanoCpus": I64,
     "CgroupParent": S,
     "BlkioWeight": U16,
-    "BlkioWeightDevice": List(WEIGHT_DEVICE),
-    "BlkioDeviceReadBps": List(THROTTLE_DEVICE),
-    "BlkioDeviceWriteBps": List(THROTTLE_DEVICE),
-    "BlkioDeviceReadIOps": List(THROTTLE_DEVICE),
-    "BlkioDeviceWriteIOps": List(THROTTLE_DEVICE),
+    "BlkioWeightDevice": List(Ptr(WEIGHT_DEVICE)),
+    "BlkioDeviceReadBps": List(Ptr(THROTTLE_DEVICE)),
+    "BlkioDeviceWriteBps": List(Ptr(THROTTLE_DEVICE)),
+    "BlkioDeviceReadIOps": List(Ptr(THROTTLE_DEVICE)),
+    "BlkioDeviceWriteIOps": List(Ptr(THROTTLE_DEVICE)),
     "CpuPeriod": I64,
     "CpuQuota": I64,
     "CpuRealtimePeriod": I64,
@@ -139,7 +140,7 @@ RESOURCES_FIELDS: dict[str, GoType] = {
     "MemorySwappiness": I64,
     "OomKillDisable": B,
     "PidsLimit": I64,
-    "Ulimits": List(ULIMIT),
+    "Ulimits": List(Ptr(ULIMIT)),
     "CpuCount": I64,
     "CpuPercent": I64,
     "IOMaximumIOps": U64,
@@ -237,7 +238,9 @@ ENDPOINT_SETTINGS = Struct(
     # docker CLI 28 at API 1.41: fields of API 1.45 / 1.48
     dropped=frozenset({"DNSNames", "GwPriority"}),
 )
-NETWORKING_CONFIG = Struct("network.NetworkingConfig", {"EndpointsConfig": Map(ENDPOINT_SETTINGS)})
+NETWORKING_CONFIG = Struct(
+    "network.NetworkingConfig", {"EndpointsConfig": Map(Ptr(ENDPOINT_SETTINGS))}
+)
 
 # --- the create wrapper (runconfig.ContainerConfigWrapper) ---------------------
 
@@ -370,6 +373,8 @@ def _walk(t: GoType, path: str, accepted: list[str], dropped: list[str]) -> None
             accepted.append(p)
             _walk(sub, p, accepted, dropped)
         dropped += [f"{path}.{d}" if path else d for d in sorted(t.dropped)]
+    elif isinstance(t, Ptr):
+        _walk(t.elem, path, accepted, dropped)
     elif isinstance(t, List):
         _walk(t.elem, f"{path}[]", accepted, dropped)
     elif isinstance(t, Map):

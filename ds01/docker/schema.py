@@ -124,10 +124,8 @@ def _check_tree(value: Any, path: str) -> None:
     if isinstance(value, str):
         if _SURROGATE.search(value):
             raise Malformed(f"{path or '(body)'}: lone UTF-16 surrogate in a string")
-    elif isinstance(value, dict):
+    elif isinstance(value, dict):  # keys are ASCII (see _pairs)
         for k, v in value.items():
-            if _SURROGATE.search(k):
-                raise Malformed(f"{_join(path, k)}: lone UTF-16 surrogate in a key")
             _check_tree(v, _join(path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -333,7 +331,7 @@ class Struct(GoType):
             given[folded] = key
             name = self._fold.get(folded)
             if name is None:
-                if folded in self._dropped:
+                if folded in self._dropped or v is None:  # Go stores nothing for either
                     continue
                 raise Malformed(f"{where}: unknown field of {self.name}")
             if v is not None:
@@ -343,7 +341,24 @@ class Struct(GoType):
         return self.finish(out, frozenset(self._fold[k] for k in given if k in self._fold))
 
     def zero(self, path: str) -> dict:
-        raise Malformed(f"{path}: null is not a {self.name}")
+        return {}
+
+
+class Ptr(GoType):
+    """A pointer to a struct as a list element or map value (``[]*units.Ulimit``,
+    ``map[string]*EndpointSettings``): null there is a nil pointer, which
+    dockerd does not expect (a nil Ulimit makes its inspect handler panic), so
+    it is refused."""
+
+    def __init__(self, elem: Struct):
+        self.elem = elem
+        self.go = f"*{elem.go}"
+
+    def canon(self, value: Any, path: str) -> dict:
+        return self.elem.canon(value, path)
+
+    def zero(self, path: str) -> dict:
+        raise Malformed(f"{path}: null is not a {self.elem.go}")
 
 
 def canonical(value: Any, schema: GoType, path: str = "") -> Any:
@@ -351,7 +366,7 @@ def canonical(value: Any, schema: GoType, path: str = "") -> Any:
     ``schema``: a new structure with canonical keys only, ``null`` dropped.
     A top-level ``null`` is Go's empty struct."""
     if value is None:
-        return schema.zero(path) if not isinstance(schema, Struct) else {}
+        return schema.zero(path)
     return schema.canon(value, path)
 
 

@@ -179,6 +179,8 @@ def respell(rng: random.Random, key: str) -> str:
 
 def respelled(rng: random.Random, value, t: schema.GoType):
     """``value`` with every struct key (not map keys) in a random ASCII case."""
+    if isinstance(t, schema.Ptr):
+        t = t.elem
     if isinstance(t, schema.Struct) and isinstance(value, dict):
         return {
             respell(rng, k): respelled(rng, v, t.fields.get(k, schema.Str()))
