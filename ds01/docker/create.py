@@ -407,7 +407,7 @@ def decide_create(req: Request, caller: Caller, policy: Policy, facts: Facts) ->
     body = json.loads(json.dumps(as_dict(req.body, "body")))  # deep copy: the rewrite is ours
     host = as_dict(body.get("HostConfig"), "HostConfig")
     body["HostConfig"] = host
-    query = {k: list(v) for k, v in req.query.items()}
+    query = dict(req.query)
     spec = CreateSpec(body, host, caller, policy, facts, limits)
     for check in CHECKS + (() if admin else USER_CHECKS):
         check(spec)
@@ -440,7 +440,7 @@ def decide_create(req: Request, caller: Caller, policy: Policy, facts: Facts) ->
                 "them without asking the GPU allocator; start them with docker start"
             )
         if not req.q("name"):
-            query["name"] = [gpu_container_name(caller.name)]
+            query["name"] = gpu_container_name(caller.name)
     body["Labels"] = labels
     return Allow(
         endpoint="containers.create",

@@ -9,7 +9,6 @@ operations, since the daemon cannot label what they bring in."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 
 from ds01.config import Policy
@@ -117,11 +116,22 @@ def decide_images_create(req: Request, caller: Caller, policy: Policy, facts: Fa
     if req.q("repo"):
         free_image_name(caller, policy, facts, image_ref(req.q("repo"), req.q("tag") or "latest"))
     query = dict(req.query)
-    query["changes"] = [c for c in query.get("changes", []) if LABEL_PREFIX not in c]
+    query["changes"] = [c for c in req.many("changes") if LABEL_PREFIX not in c]
     query["changes"].append(
         f'LABEL {OWNER}="{caller.name}" {MANAGED}="true" {ROLE}="{caller.role or ADMIN_ROLE}"'
     )
     return Allow(endpoint="images.create", query=query)
+
+
+# Build parameters that change what the build's containers may do, or that
+# only BuildKit (admins only: /grpc, /session) reads.
+_BUILD_ADMIN_ONLY = {
+    "securityopt": "--security-opt (build entitlements)",
+    "ulimits": "--ulimit",
+    "outputs": "--output",
+    "session": "with a BuildKit session",
+    "isolation": "--isolation",
+}
 
 
 def decide_build(req: Request, caller: Caller, policy: Policy, facts: Facts) -> Decision:
@@ -134,17 +144,17 @@ def decide_build(req: Request, caller: Caller, policy: Policy, facts: Facts) -> 
     mode = req.q("networkmode")
     if mode not in USER_NETWORK_MODES and not admin:
         raise Refused(f"build network mode {mode!r} is not allowed; use the default network")
-    for t in req.query.get("t", []):
+    if not admin:
+        for key, why in _BUILD_ADMIN_ONLY.items():
+            if req.query.get(key) not in (None, "", [], {}):
+                raise Refused(f"docker build {why} is not available on DS01")
+    for t in req.many("t"):
         if t:
             free_image_name(
                 caller, policy, facts, t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest"
             )
     query = dict(req.query)
-    try:
-        given = json.loads(req.q("labels") or "{}")
-    except ValueError:
-        raise Refused("malformed request: the build labels parameter is not JSON", 400) from None
-    query["labels"] = [json.dumps(relabel(given, caller, "labels"), separators=(",", ":"))]
+    query["labels"] = relabel(req.query.get("labels"), caller, "labels")
     if caller.role:
-        query["cgroupparent"] = [user_slice(caller.role, caller.name)]
+        query["cgroupparent"] = user_slice(caller.role, caller.name)
     return Allow(endpoint="build", query=query)

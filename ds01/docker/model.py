@@ -4,7 +4,6 @@ uses (a malformed value is refused with 400, never guessed)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,13 +51,18 @@ class Caller:
 class Request:
     method: str
     path: str  # without the /vX.Y prefix and the query
-    query: dict[str, list[str]]
+    query: dict[str, Any]  # typed, as ds01.docker.schema.parse_query reads it
     body: Any = None  # parsed JSON for endpoints that carry JSON, else None
 
     def q(self, key: str, default: str = "") -> str:
-        """A single-valued parameter (the request parser refused repeats)."""
-        vals = self.query.get(key)
-        return vals[0] if vals else default
+        """A single-valued string parameter (the request parser refused repeats)."""
+        value = self.query.get(key)
+        return value if isinstance(value, str) else default
+
+    def many(self, key: str) -> list[str]:
+        """A parameter dockerd reads as a list (build ``t``, ``changes``, ``names``)."""
+        value = self.query.get(key)
+        return list(value) if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)
@@ -175,14 +179,10 @@ def as_int(x: Any, what: str) -> int:
     return x
 
 
-def parse_filters(raw: str) -> dict[str, list[str]]:
-    """Docker's ``filters`` query value, in either of its two JSON shapes."""
-    if not raw:
+def parse_filters(data: Any) -> dict[str, list[str]]:
+    """Docker's ``filters`` query value (parsed JSON), in either of its two shapes."""
+    if data is None:
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise Refused("malformed request: the filters parameter is not JSON", 400) from None
     out: dict[str, list[str]] = {}
     for key, val in as_dict(data, "filters").items():
         if isinstance(val, dict):
@@ -194,13 +194,11 @@ def parse_filters(raw: str) -> dict[str, list[str]]:
     return out
 
 
-def with_owner_filter(req: Request, caller: Caller) -> dict[str, list[str]]:
-    filters = parse_filters(req.q("filters"))
+def with_owner_filter(req: Request, caller: Caller) -> dict[str, Any]:
+    filters = parse_filters(req.query.get("filters"))
     filters.setdefault("label", [])
     filters["label"].append(f"{OWNER}={caller.name}")
-    query = dict(req.query)
-    query["filters"] = [json.dumps(filters, separators=(",", ":"))]
-    return query
+    return {**req.query, "filters": filters}
 
 
 def ownership_labels(caller: Caller) -> dict[str, str]:

@@ -159,11 +159,11 @@ def needs(req: Request, caller: Caller, rt: Route) -> Needs:
     elif e.startswith("volume."):
         n.targets.append(("volume", ref))
     elif e == "images.save":
-        n.targets += [("image", name) for name in req.query.get("names", [])]
+        n.targets += [("image", name) for name in req.many("names")]
     elif e == "build":
         n.targets += [
             ("image", t if ":" in t.rsplit("/", 1)[-1] else f"{t}:latest")
-            for t in req.query.get("t", [])
+            for t in req.many("t")
             if t
         ]
     elif e == "images.create":
@@ -351,7 +351,7 @@ def _image_tag(a: Ask) -> Decision:
 
 
 def _images_save(a: Ask) -> Decision:
-    for name in a.req.query.get("names", []):
+    for name in a.req.many("names"):
         if readable_image(a.caller, a.policy, a.facts, name) is None:
             raise no_such("image", name)
     return Allow(endpoint=a.endpoint)
@@ -367,7 +367,7 @@ def _commit(a: Ask) -> Decision:
     body = dict(as_dict(req.body, "body"))
     body["Labels"] = relabel(body.get("Labels"), caller, "Labels")
     query = dict(req.query)
-    query["changes"] = [c for c in query.get("changes", []) if LABEL_PREFIX not in c]
+    query["changes"] = [c for c in req.many("changes") if LABEL_PREFIX not in c]
     query["changes"].append(f'LABEL {OWNER}="{caller.name}"')
     return Allow(endpoint=a.endpoint, body=body, query=query)
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import urlencode
 
 from ds01.docker import policy as rules
+from ds01.docker import schema
+from ds01.docker.apispec import QUERIES, SCHEMAS
 from ds01.docker.http import BadRequest, Head, parse_request_line
+from ds01.docker.schema import Malformed
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class ParsedRequest:
         if not raw.strip():
             return None
         try:
-            return canonical_body(self.route.spec.op, raw)
+            return schema.canonical(schema.loads(raw), SCHEMAS[self.route.spec.op])
         except Malformed as e:
             raise BadRequest(f"malformed request: {e.message}") from None
 
@@ -65,68 +68,20 @@ def parse_request(head: Head) -> ParsedRequest:
     return ParsedRequest(line.method, path, version, rt, query, keep)
 
 
-def split_query(raw: str) -> list[tuple[str, str]]:
-    """``a=1&b=2`` as (name, value) pairs, refusing what Go and Python decode
-    differently (';' separators, bad percent-escapes)."""
-    if not raw:
-        return []
-    pairs = []
-    for part in raw.split("&"):
-        if not part:
-            continue
-        if ";" in part:
-            raise Malformed("a ';' in the query (use '&' between parameters)")
-        name, _, value = part.partition("=")
-        pairs.append((_unescape(name), _unescape(value)))
-    return pairs
-
-
-def _unescape(s: str) -> str:
-    i = s.find("%")
-    while i != -1:
-        h = s[i + 1 : i + 3]
-        if len(h) != 2 or any(c not in "0123456789abcdefABCDEF" for c in h):
-            raise Malformed("a bad percent-escape in the query")
-        i = s.find("%", i + 3)
-    return unquote_plus(s, errors="strict")
-
-
-# ---- interim, until the typed schemas land: strict JSON and query rules
-import json  # noqa: E402
-
-
-class Malformed(ValueError):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-MULTI = {"t", "names", "changes"}
-
-
-def parse_query(op: str, raw: str) -> dict[str, list[str]]:
+def parse_query(op: str, raw: str) -> dict[str, Any]:
+    """The allow-listed, typed query of ``op`` (its table in apispec). Routes
+    beyond the table are the admins' (swarm, plugins): their parameters are
+    kept as lists, in order, still refusing what Go and Python read apart."""
+    if op in QUERIES:
+        return schema.parse_query(raw, QUERIES[op])
     out: dict[str, list[str]] = {}
-    for name, value in split_query(raw):
-        if name in out and name not in MULTI:
-            raise Malformed(f"the query parameter {name!r} is given twice")
-        out.setdefault(name, []).append(value)
+    for key, value in schema.query_pairs(raw):
+        out.setdefault(key, []).append(value)
     return out
 
 
-def canonical_body(op: str, raw: bytes) -> Any:
-    def pairs(items):
-        seen = set()
-        for k, _ in items:
-            if k.lower() in seen:
-                raise Malformed(f"the key {k!r} is given twice")
-            seen.add(k.lower())
-        return dict(items)
-
-    try:
-        return json.loads(raw, object_pairs_hook=pairs)
-    except RecursionError:
-        raise Malformed("the body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, Malformed):
-            raise
-        raise Malformed("the body is not JSON") from None
+def build_query(op: str, query: dict[str, Any]) -> str:
+    """The upstream query, written from the decided form alone."""
+    if op in QUERIES:
+        return schema.build_query(query, QUERIES[op])
+    return urlencode([(k, v) for k, vs in query.items() for v in vs])

@@ -503,3 +503,8 @@ def _text(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise AssertionError(f"{key}: not a string: {value!r}")
     return value
+
+
+def query_pairs(raw: str) -> list[tuple[str, str]]:
+    """Go's url.ParseQuery as (name, value) pairs, refusing what it refuses."""
+    return _pairs_of(raw)

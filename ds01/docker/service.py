@@ -29,15 +29,14 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
-from urllib.parse import urlencode
 
 from ds01.config import Policy
-from ds01.docker import http
+from ds01.docker import http, schema
 from ds01.docker import policy as rules
 from ds01.docker.daemon import MAX_LOOKUP_RESPONSE, Upstream, read_response_head
 from ds01.docker.http import BadRequest, Head, error_response, render_head
 from ds01.docker.policy import Allow, Caller, Deny, Facts, Request
-from ds01.docker.request import ParsedRequest, parse_request
+from ds01.docker.request import ParsedRequest, build_query, parse_request
 
 log = logging.getLogger("ds01.docker")
 
@@ -269,7 +268,7 @@ class AccessService:
         if d.gpu_hook == "assign":
             if self.gpu is None:
                 return Deny(409, "GPUs are not available through this docker service")
-            name = d.query["name"][0]
+            name = d.query["name"]
             try:
                 assigned = await self.gpu.assign(name, caller, d.gpu)
             except self.gpu.errors as e:
@@ -295,7 +294,7 @@ class AccessService:
         if d.gpu_hook == "assign" and status >= 300 and d.gpu_created:
             # Only an assignment this request made: a repeated create of a
             # running container's name (409) must not free its units.
-            await self.gpu.forget(d.query["name"][0])
+            await self.gpu.forget(d.query["name"])
         elif d.gpu_hook == "allocate" and status >= 300 and status != 304:
             await self.gpu.release(d.target.name)
         elif d.gpu_hook == "forget" and status < 300:
@@ -305,9 +304,9 @@ class AccessService:
     def upstream_head(self, parsed: ParsedRequest, d: Allow, head: Head, body: bytes | None):
         rt = parsed.route
         target = rules.upstream_path(rt)
-        query = d.query if d.query is not None else parsed.query
+        query = build_query(rt.spec.op, d.query if d.query is not None else parsed.query)
         if query:
-            target += "?" + urlencode([(k, v) for k, vs in query.items() for v in vs])
+            target += "?" + query
         headers = [("Host", "docker"), ("User-Agent", "ds01-docker")]
         for name in rt.spec.headers:
             value = head.get(name)
@@ -335,7 +334,7 @@ class AccessService:
         body = None
         if rt.body == "json":
             payload = d.body if d.body is not None else req.body
-            body = b"" if payload is None else json.dumps(payload).encode()
+            body = b"" if payload is None else schema.dumps(payload)
         streaming = rt.body == "stream" and head.has_body
         if streaming and head.get("expect") is not None:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -4,8 +4,8 @@ needs() -> look the facts up here -> decide()."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 from ds01.config import load_policy
 from ds01.docker.policy import (
@@ -13,6 +13,7 @@ from ds01.docker.policy import (
     OWNER,
     RUN_AS,
     Caller,
+    Deny,
     Facts,
     Refused,
     Request,
@@ -21,6 +22,8 @@ from ds01.docker.policy import (
     needs,
     route,
 )
+from ds01.docker.request import parse_query
+from ds01.docker.schema import Malformed
 
 REPO = Path(__file__).resolve().parents[3]
 POLICY = load_policy(REPO / "config/resource-allocation.yaml")
@@ -124,8 +127,19 @@ def owned_count(caller: Caller) -> int:
 
 
 def req(method: str, path: str, query: dict | None = None, body=None) -> Request:
-    q = {k: (v if isinstance(v, list) else [v]) for k, v in (query or {}).items()}
+    """The request as the service hands it to the rules: the query through the
+    real parser of its route (typed, allow-listed)."""
+    raw = urlencode([(k, v) for k, vs in (query or {}).items() for v in _values(vs)])
+    try:
+        rt = route(method, path)
+    except Refused:
+        rt = None
+    q = parse_query(rt.spec.op, raw) if rt is not None else {}
     return Request(method, path, q, body)
+
+
+def _values(v) -> list[str]:
+    return v if isinstance(v, list) else [v]
 
 
 def decide_as(
@@ -137,7 +151,10 @@ def decide_as(
     owned: int | None = None,
     policy=POLICY,
 ):
-    r = req(method, path, query, body)
+    try:
+        r = req(method, path, query, body)
+    except Malformed as e:
+        return Deny(400, f"malformed request: {e.message}")
     try:
         rt = route(method, path)
     except Refused:
@@ -157,4 +174,4 @@ def decide_as(
 
 
 def filters_of(decision) -> dict:
-    return json.loads(decision.query["filters"][0])
+    return decision.query["filters"]
