@@ -49,6 +49,15 @@ def shared_name(name: str, policy: Policy) -> bool:
 
 
 def tagged(name: str) -> str:
+    """A reference in the familiar form the policy names images in: Docker
+    Hub's host and ``library/`` dropped (``docker.io/library/debian`` is
+    ``debian``), the tag ``latest`` when none is given."""
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            if name.startswith("library/") and name.count("/") == 1:
+                name = name[len("library/") :]
+            break
     return name if "@" in name or ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 

@@ -40,6 +40,9 @@ from ds01.docker.request import ParsedRequest, build_query, parse_request
 
 log = logging.getLogger("ds01.docker")
 
+# A refused request's unread body is read and dropped up to this much.
+LINGER_BYTES = 1 << 30
+
 # Response headers of the daemon that the service does not pass on (it frames
 # the answer itself).
 _HOP = {
@@ -218,7 +221,10 @@ class AccessService:
         consumed = parsed.route is not None and parsed.route.body == "json" or not head.has_body
         keep = consumed and parsed.keep_alive
         if isinstance(decision, Deny):
-            return await self._refuse(writer, caller, req, decision.status, decision.message, keep)
+            await self._refuse(writer, caller, req, decision.status, decision.message, keep)
+            if not consumed:
+                await self._linger(reader)
+            return keep
 
         pre = await self.gpu_before(caller, decision)
         if isinstance(pre, Deny):
@@ -234,6 +240,20 @@ class AccessService:
         writer.write(error_response(status, message, keep))
         await writer.drain()
         return keep
+
+    async def _linger(self, reader) -> None:
+        """Read and discard what a refused client is still sending (a build
+        context, a tar) before closing, so that it reads the answer instead of
+        a broken pipe. Bounded in bytes and by the body timeout."""
+        left = LINGER_BYTES
+        try:
+            while left > 0:
+                data = await asyncio.wait_for(reader.read(65536), self.timeouts.body)
+                if not data:
+                    return
+                left -= len(data)
+        except (TimeoutError, ConnectionError, OSError):
+            return
 
     def _record(self, caller: Caller, req: Request | None, allow: Allow | None, deny) -> None:
         """One structured line per decision."""

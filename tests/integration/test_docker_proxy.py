@@ -278,6 +278,44 @@ def test_images_built_are_owned(env):
     ok(env.as_user(ALICE, "image", "rm", "alice/app"))
 
 
+def test_unowned_images_are_the_admins(env):
+    a = env.caller(ALICE)
+    ok(
+        env.as_user(
+            ALICE, "run", "--rm", "-v", f"{a.home}/proj:/w", IMG, "sh", "-c",
+            f"printf 'FROM {IMG}\\nRUN echo 1 > /a\\nRUN echo 2 > /b\\n' > /w/Dockerfile",
+        )
+    )  # fmt: skip
+    ok(env.as_user(ALICE, "build", "-t", "alice/steps", f"{a.home}/proj"))
+    final = env.dockerd.inspect("alice/steps")["Id"]
+    parents = [
+        i for i in env.dockerd.cli("images", "-aq", "--no-trunc").stdout.split() if i != final
+    ]
+    middle = env.dockerd.inspect(final)["Parent"]
+    assert middle in parents and "ds01.user" not in (
+        env.dockerd.inspect(middle)["Config"]["Labels"] or {}
+    )
+    # the build's intermediate image: nobody's, so neither listed nor usable
+    refused(env.as_user(ALICE, "run", "--rm", middle, "true"), "no owner on DS01")
+    assert middle[7:19] not in ok(env.as_user(ALICE, "images", "-aq"))
+    # a loaded or pulled image would be nobody's too: those are the admins'
+    saved = ok(env.as_user(ALICE, "save", "-o", f"{a.home}/steps.tar", "alice/steps")) == ""
+    assert saved
+    refused(env.as_user(ALICE, "load", "-i", f"{a.home}/steps.tar"), "admins only")
+    refused(env.as_user(ALICE, "pull", "debian:bookworm"), "for admins")
+    # nobody but an admin takes a shared base image's name
+    refused(env.as_user(ALICE, "tag", "alice/steps", IMG), "shared base image name")
+    refused(env.as_user(ALICE, "build", "-t", IMG, f"{a.home}/proj"), "shared base image name")
+    assert env.dockerd.inspect(IMG)["Id"] != final
+    ok(env.as_user(ALICE, "image", "rm", "alice/steps"))
+
+
+def test_builtin_network_inspect_lists_only_the_callers_containers(env, alices):
+    mine = json.loads(ok(env.as_user(ALICE, "network", "inspect", "none")))[0]["Containers"]
+    names = {c["Name"] for c in mine.values()}
+    assert "b1" not in names
+
+
 def test_volumes_and_networks_are_owned(env):
     ok(env.as_user(ALICE, "volume", "create", "avol"))
     assert env.dockerd.cli("volume", "inspect", "avol").stdout.count("123456@example.lan") == 1
