@@ -339,10 +339,9 @@ class AccessService:
         if body is not None:
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         elif rt.body == "stream" and head.has_body:
-            ctype = head.get("content-type")
-            if ctype is not None:
-                headers.append(("Content-Type", ctype))
-            headers.append(("Transfer-Encoding", "chunked"))
+            # Never the client's type: dockerd reads a form-encoded body as
+            # query parameters (build?networkmode=host in the body).
+            headers += [("Content-Type", "application/x-tar"), ("Transfer-Encoding", "chunked")]
         return render_head(f"{parsed.method} {target} HTTP/1.1", headers)
 
     async def forward(

@@ -268,3 +268,4 @@ def _fork_cost(env) -> float:
     t0 = time.monotonic()
     env.raw_as(BOB, b"", timeout=0.01, shutdown=True)
     return time.monotonic() - t0
+

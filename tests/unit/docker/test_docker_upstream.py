@@ -77,6 +77,7 @@ def test_upstream_head_is_written_by_the_service(case):
         assert up.get(name) == head.get(name)
     if head.has_body and parsed.route.body == "stream":
         assert up.get("transfer-encoding") == "chunked" and up.get("content-length") is None
+        assert up.get("content-type") == "application/x-tar"  # never the client's
 
 
 def test_every_route_has_an_upstream_path_in_the_pinned_version():
