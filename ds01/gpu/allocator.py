@@ -34,21 +34,22 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ds01.config import Policy
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
 
 EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index events_at (retention)
 DB_NAME = "gpu/allocator.sqlite3"
 # Ordinary users cannot open a WAL database read-only once its last writer has
 # closed it, so every write transaction leaves a world-readable copy of the
 # status in gpu.runtime_dir (tmpfs: a rename there costs no disk flush);
 # `ds01 gpu status` reads it when not root.
 SNAPSHOT_NAME = "status.json"
+_TMP_PREFIX = ".status."
 
 
 def snapshot_path(policy: Policy) -> str:
@@ -120,6 +121,7 @@ CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per conta
 CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
 CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
 CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
 
 
@@ -159,6 +161,13 @@ class Assignment:
     assigned_at: float | None = None
     allocated_at: float | None = None
     release_at: float | None = None  # when a held container's units go back
+    # Start of the continuous hold of its units (the GPU lease): a restart
+    # within gpu_hold_after_stop keeps it; None while it holds nothing.
+    leased_since: float | None = None
+    # True only on what assign() returns when that very call recorded the
+    # assignment; False when it returned one that already existed (a repeated
+    # create of the same name must not forget someone's running container).
+    created: bool = field(default=False, compare=False)
 
     @property
     def weight(self) -> float:
@@ -263,8 +272,7 @@ class Allocator:
 
             self.sync_layout((backend or backend_for(policy)).read())
         if not os.path.exists(self.snapshot_path):  # /run is empty after a reboot
-            with self._tx():
-                self._write_snapshot()
+            self._write_snapshot_locked()
 
     def close(self) -> None:
         self.db.close()
@@ -294,13 +302,25 @@ class Allocator:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     def _commit(self, changes_before: int) -> None:
-        if self.db.total_changes != changes_before:
-            self._write_snapshot()  # under the write lock: snapshots cannot overtake
+        changed = self.db.total_changes != changes_before
         self.db.execute("COMMIT")
+        if changed:
+            # After COMMIT, still under the write lock (no later decision can
+            # overtake it): a kill in between leaves the previous snapshot,
+            # never one showing what the database rolled back.
+            self._write_snapshot()
 
     def _write_snapshot(self) -> None:
-        data = json.dumps(self._snapshot(), separators=(",", ":"))
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.snapshot_path), prefix=".status.")
+        with self._read():
+            data = json.dumps(self._snapshot(), separators=(",", ":"))
+        folder = os.path.dirname(self.snapshot_path)
+        # Under the write lock no other writer is mid-snapshot: any temporary
+        # file left here is from a writer killed between mkstemp and rename.
+        for name in os.listdir(folder):
+            if name.startswith(_TMP_PREFIX):
+                with suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(data)
@@ -309,6 +329,13 @@ class Allocator:
         except BaseException:
             os.unlink(tmp)
             raise
+
+    def _write_snapshot_locked(self) -> None:
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        try:
+            self._write_snapshot()
+        finally:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     def transaction(self):
         """A write transaction for the reconciler's own bookkeeping."""
@@ -392,6 +419,9 @@ class Allocator:
         c = self._container(name)
         if c is None:
             raise GpuUnknown(f"container '{name}' has no GPU assignment")
+        since = self.db.execute(
+            "SELECT min(held_since) FROM units WHERE holder = ?", (name,)
+        ).fetchone()[0]
         return Assignment(
             container=c["name"],
             user=c["user"],
@@ -402,6 +432,7 @@ class Allocator:
             assigned_at=c["assigned_at"],
             allocated_at=c["allocated_at"],
             release_at=c["release_at"],
+            leased_since=since,
         )
 
     # -- housekeeping inside every decision ----------------------------------
@@ -441,45 +472,87 @@ class Allocator:
             self._event("reservation expired", user=q["user"], unit=q["unit"])
         self._dispatch(now)
 
+    def _committed_weight(self, user: str) -> float:
+        """What counts against ``user``'s quota: units held plus units reserved
+        for them by the queue (a reservation is a promise of a unit)."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(u.weight), 0) FROM units u JOIN queue q ON q.id = u.reserved_for "
+            "WHERE q.user = ?",
+            (user,),
+        ).fetchone()
+        return self._held_weight(user) + float(row[0])
+
+    def _old_layout_in_use(self) -> dict[int, str]:
+        """Physical GPUs (by index) whose previous partitioning is still held:
+        a unit that vanished keeps its holder until release, and until then no
+        unit of the new layout of that GPU may be handed out (a whole GPU and
+        a slice of it must never both be held). Maps index -> holder."""
+        return {
+            r["gpu_index"]: r["holder"]
+            for r in self._rows(
+                "SELECT gpu_index, holder FROM units WHERE present = 0 AND holder IS NOT NULL"
+            )
+        }
+
+    @staticmethod
+    def _placement(row: dict, user: str | None = None) -> tuple:
+        """Placement order, shared by assign and the queue: a unit reserved for
+        the user first, MIG slices before whole GPUs (whole GPUs stay free for
+        those who need them), smallest first, then the one fewest other
+        containers target, then layout order."""
+        return (
+            user is None or row.get("reserved_user") != user,
+            row["profile"] is None,
+            row["weight"],
+            row.get("targeted") or 0,
+            row["gpu_index"],
+            row["position"],
+        )
+
     def _dispatch(self, now: float) -> None:
-        """Reserve every free, unreserved unit for the first waiting entry it suits."""
+        """Reserve a free unit for each waiting entry, in queue order, chosen
+        as assign would choose it and within the user's quota (counting what
+        they hold and what is already reserved for them)."""
         waiting = self._rows(
             "SELECT * FROM queue WHERE state = 'waiting' ORDER BY priority DESC, enqueued_at, id"
         )
         if not waiting:
             return
-        free = self._rows(
-            "SELECT * FROM units WHERE holder IS NULL AND reserved_for IS NULL AND present = 1 "
-            "AND drained = 0 ORDER BY gpu_index, position"
-        )
+        busy = self._old_layout_in_use()
+        free = [
+            r
+            for r in self._rows(
+                "SELECT u.*, (SELECT count(*) FROM targets t WHERE t.uuid = u.uuid) AS targeted "
+                "FROM units u WHERE holder IS NULL AND reserved_for IS NULL AND present = 1 "
+                "AND drained = 0"
+            )
+            if r["gpu_index"] not in busy
+        ]
         until = now + self.policy.gpu.queue_reservation
-        for row in free:
-            unit = self._unit(row)
-            for q in waiting:
-                if q["state"] != "waiting" or not self._allowed(
-                    unit, q["kind"], q["role"], q["user"]
-                ):
-                    continue
-                quota = self._limits(q["role"], q["user"]).gpu.quota
-                if (
-                    quota is not None
-                    and self._held_weight(q["user"]) + unit.weight > quota + EPSILON
-                ):
-                    continue
-                self.db.execute(
-                    "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
-                    (q["id"], until, unit.uuid),
-                )
-                self.db.execute(
-                    "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = "
-                    "?",
-                    (unit.uuid, until, q["id"]),
-                )
-                q["state"] = "reserved"
-                self._event(
-                    "reserved", user=q["user"], unit=unit.uuid, detail=f"until {when(until)}"
-                )
-                break
+        for q in waiting:
+            if not free:
+                return
+            quota = self._limits(q["role"], q["user"]).gpu.quota
+            budget = math.inf if quota is None else quota - self._committed_weight(q["user"])
+            fits = [
+                r
+                for r in free
+                if self._allowed(self._unit(r), q["kind"], q["role"], q["user"])
+                and r["weight"] <= budget + EPSILON
+            ]
+            if not fits:
+                continue
+            row = min(fits, key=self._placement)
+            free.remove(row)
+            self.db.execute(
+                "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
+                (q["id"], until, row["uuid"]),
+            )
+            self.db.execute(
+                "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = ?",
+                (row["uuid"], until, q["id"]),
+            )
+            self._event("reserved", user=q["user"], unit=row["uuid"], detail=f"until {when(until)}")
 
     # -- the decisions -------------------------------------------------------
 
@@ -488,10 +561,9 @@ class Allocator:
     ) -> Assignment:
         """Choose ``count`` target units for a new container (nothing is reserved).
 
-        Placement: a unit reserved for the user by the queue first, then MIG
-        slices before whole GPUs (whole GPUs stay free for those who need
-        them), smallest first, then the one fewest other containers target.
-        Raises :class:`GpuDenied` when the request is not allowed, would take
+        Placement: see :meth:`_placement` (the queue reserves the same way).
+        ``created`` on the result is False when the name already had this
+        assignment (nothing was recorded by this call). Raises :class:`GpuDenied` when the request is not allowed, would take
         the user over quota, or nothing free fits."""
         if not container or not user:
             raise GpuDenied("a container name and a user are required")
@@ -512,7 +584,10 @@ class Allocator:
             existing = self._container(container)
             if existing is not None:
                 if (existing["user"], existing["kind"], existing["count"]) == (user, kind, count):
-                    return self._assignment(container)  # a retried create
+                    # A retried create, or a second create of a name in use:
+                    # the caller cannot tell which, so it is told this call
+                    # created nothing (created=False) and must not forget it.
+                    return self._assignment(container)
                 raise GpuDenied(f"container '{container}' already has a GPU assignment")
             rows = self._rows(
                 "SELECT u.*, q.user AS reserved_user, "
@@ -522,17 +597,13 @@ class Allocator:
                 "AND (u.reserved_for IS NULL OR q.user = ?)",
                 (user,),
             )
-            candidates = [r for r in rows if self._allowed(self._unit(r), kind, role, user)]
-            candidates.sort(
-                key=lambda r: (
-                    r["reserved_user"] != user,
-                    r["profile"] is None,
-                    r["weight"],
-                    r["targeted"],
-                    r["gpu_index"],
-                    r["position"],
-                )
-            )
+            busy = self._old_layout_in_use()
+            candidates = [
+                r
+                for r in rows
+                if r["gpu_index"] not in busy and self._allowed(self._unit(r), kind, role, user)
+            ]
+            candidates.sort(key=lambda r: self._placement(r, user))
             held = self._held_weight(user)
             budget = math.inf if limits.quota is None else limits.quota - held
             chosen: list[dict] = []
@@ -566,7 +637,7 @@ class Allocator:
                     "INSERT INTO targets(container, uuid) VALUES (?, ?)", (container, r["uuid"])
                 )
                 self._event("assigned", container, user, r["uuid"])
-            return self._assignment(container)
+            return replace(self._assignment(container), created=True)
 
     def allocate(self, container: str) -> Assignment:
         """Reserve the container's targets for its exclusive use (at start).
@@ -585,7 +656,23 @@ class Allocator:
                 )
             if c["state"] == "allocated":
                 return self._assignment(container)
-            if c["state"] == "held":  # a restart within the grace period
+            targets = self._targets(container)
+            recreate = (
+                "Remove and recreate the container to be assigned a free unit "
+                "(`ds01 gpu status` shows what is free)"
+            )
+            gone = [t for t in targets if not t["present"]]
+            if c["state"] == "held" and gone:
+                # A restart within the hold, but the GPU was re-partitioned
+                # meanwhile: the unit it holds no longer exists. Give it back
+                # (the refusal still commits) rather than run on a ghost.
+                self._free(container)
+                self.db.execute(
+                    "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
+                    (container,),
+                )
+                self._dispatch(now)
+            elif c["state"] == "held":  # a restart within the grace period
                 self.db.execute(
                     "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = "
                     "NULL, "
@@ -594,11 +681,7 @@ class Allocator:
                 )
                 self._event("allocated", container, c["user"], detail="restarted within hold")
                 return self._assignment(container)
-            targets = self._targets(container)
-            recreate = (
-                "Remove and recreate the container to be assigned a free unit "
-                "(`ds01 gpu status` shows what is free)"
-            )
+            busy = self._old_layout_in_use()
             for t in targets:
                 unit = self._unit(t)
                 if not t["present"]:
@@ -611,6 +694,14 @@ class Allocator:
                         f"{describe(unit)} was taken out of service by "
                         f"{t['drained_by'] or 'an admin'}. "
                         f"{recreate}."
+                    )
+                if t["gpu_index"] in busy and busy[t["gpu_index"]] != container:
+                    h = self._container(busy[t["gpu_index"]])
+                    raise GpuBlocked(
+                        f"GPU {t['gpu_index']} was re-partitioned while "
+                        f"{h['user'] if h else '?'} (container '{busy[t['gpu_index']]}') still "
+                        f"holds a unit of its old layout; {describe(unit)} is free once that "
+                        f"container stops. {recreate}, or wait."
                     )
                 if t["holder"] is not None and t["holder"] != container:
                     h = self._container(t["holder"])
@@ -666,12 +757,20 @@ class Allocator:
         """The container stopped at ``stopped_at`` (default now): its units go
         back after the role's ``gpu_hold_after_stop``, counted from then
         (at once with ``hold=False``: the idle reaper stopped it).
-        Unknown containers and repeated calls are no-ops."""
+        Unknown containers and repeated calls are no-ops, and so is a stop
+        older than the current allocation (a late event of an earlier run)."""
         with self._tx():
             now = self.clock()
             self._expire(now)
             c = self._container(container)
             if c is None or c["state"] != "allocated":
+                return
+            if stopped_at is not None and stopped_at < (c["allocated_at"] or 0):
+                # A stop of an earlier run, reported late (docker stop; docker
+                # start can outrun the event stream): the current run goes on.
+                self._event(
+                    "late stop ignored", container, c["user"], detail=f"stopped {when(stopped_at)}"
+                )
                 return
             stopped = now if stopped_at is None else min(stopped_at, now)
             grace = self._limits(c["role"], c["user"]).lifecycle.gpu_hold_after_stop if hold else 0
@@ -706,9 +805,22 @@ class Allocator:
             self._dispatch(now)
 
     def expire(self) -> None:
-        """Release units whose hold ran out and pass on expired reservations."""
+        """Release units whose hold ran out, pass on expired reservations, and
+        drop history older than ``gpu.history_retention`` (the reconciler
+        calls this every ``gpu.reconcile_interval``)."""
         with self._tx():
-            self._expire(self.clock())
+            now = self.clock()
+            self._expire(now)
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Events, and queue entries that ended, older than the retention."""
+        before = now - self.policy.gpu.history_retention
+        self.db.execute("DELETE FROM events WHERE at < ?", (before,))
+        self.db.execute(
+            "DELETE FROM queue WHERE state IN ('done', 'expired', 'cancelled') AND ended_at < ?",
+            (before,),
+        )
 
     # -- queue ---------------------------------------------------------------
 
@@ -1063,4 +1175,37 @@ class Allocator:
             for u in self._rows("SELECT * FROM units WHERE reserved_for IS NOT NULL"):
                 if u["holder"] is not None:
                     problems.append(f"{u['uuid']} is both held and reserved")
+            for u in self._rows("SELECT DISTINCT user FROM queue WHERE state = 'reserved'"):
+                role = self._rows(
+                    "SELECT role FROM queue WHERE user = ? AND state = 'reserved'", (u["user"],)
+                )[0]["role"]
+                quota = self._limits(role, u["user"]).gpu.quota
+                committed = self._committed_weight(u["user"])
+                if quota is not None and committed > quota + EPSILON:
+                    problems.append(
+                        f"{u['user']} holds and is reserved {committed:.3f} GPU-eq over a quota "
+                        f"of {quota}"
+                    )
+            problems += self._physical_gpu_problems()
+        return problems
+
+    def _physical_gpu_problems(self) -> list[str]:
+        """One physical GPU is never handed out twice over: what is held on it
+        weighs at most 1, and its whole-GPU unit and a MIG slice of it are
+        never held at once (across re-partitioning, present or not)."""
+        problems = []
+        for g in self._rows(
+            "SELECT gpu_index, sum(weight) AS weight, "
+            "sum(profile IS NULL) AS whole, sum(profile IS NOT NULL) AS slices, "
+            "group_concat(DISTINCT present) AS present "
+            "FROM units WHERE holder IS NOT NULL GROUP BY gpu_index"
+        ):
+            if g["weight"] > 1 + EPSILON:
+                problems.append(f"GPU {g['gpu_index']} has {g['weight']:.3f} GPU-eq held")
+            if g["whole"] and g["slices"]:
+                problems.append(f"GPU {g['gpu_index']} is held whole and as MIG slices at once")
+            elif "," in (g["present"] or ""):
+                problems.append(
+                    f"GPU {g['gpu_index']} has units of its old and its new layout held at once"
+                )
         return problems

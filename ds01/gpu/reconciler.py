@@ -26,7 +26,9 @@ of them; once it has been idle for ``lifecycle.idle_timeout`` minus
 released at once) when it has been idle for ``lifecycle.idle_timeout`` and the
 warning is at least ``idle.warn_before_stop`` old. Any busy reading clears the
 count and the warning. ``lifecycle.max_runtime`` is enforced the same way:
-warned ``warn_before_stop`` before, stopped at the limit. A reading that cannot
+warned ``warn_before_stop`` before, stopped at the limit; it counts from the
+start of the lease (when the container began holding its units without a
+break: a restart within ``gpu_hold_after_stop`` does not reset it). A reading that cannot
 be taken (no CPU or network figure) counts as busy: missing data never stops
 anyone's work.
 """
@@ -250,8 +252,11 @@ def _decide(a, info, idle, life, now, checks, since, warned_at, warning):
                 f"stopped and its GPU released after {when(max(now, since + life.idle_timeout))} "
                 "unless it is used again"
             )
-    if life.max_runtime is not None and info.started_at is not None:
-        deadline = info.started_at + life.max_runtime
+    # Runtime is counted over the lease (the continuous hold of the units),
+    # not docker's run: StartedAt resets on every start, and a restart within
+    # gpu_hold_after_stop keeps the lease.
+    if life.max_runtime is not None and a.leased_since is not None:
+        deadline = a.leased_since + life.max_runtime
         if now >= deadline and warned_long_enough and warning.startswith("runtime"):
             return "stop", (
                 f"stopped container {a.container}: it reached the "

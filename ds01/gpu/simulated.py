@@ -1,9 +1,12 @@
 """A simulated GPU server described in the policy (``gpu.simulated``).
 
 It drives the tests, the test VM and demos through the same :class:`Layout`
-as the NVML backend. UUIDs are derived from the site name, the GPU index and
-the layout, so they are stable across runs (the allocator's state refers to
-them) and change when the simulated partitioning changes, as on real hardware.
+as the NVML backend. A GPU's UUID is derived from the site name and the GPU's
+``serial`` (its stable identity, as a board's serial number), never from its
+position in the list, so removing one GPU renames no other; a MIG device's
+UUID from its GPU's and its place in the partitioning, so it changes when the
+partitioning changes, as on real hardware. (A lone GPU without a serial is
+keyed by its index, which cannot shift.)
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def simulated_layout(gpus: list[SimulatedGpu], site: str = "ds01") -> Layout:
     """The layout of ``gpus``; MIG instances are placed left to right."""
     out = []
     for index, spec in enumerate(gpus):
-        gpu_uuid = "GPU-" + _uuid(site, index, spec.name)
+        key = ("serial", spec.serial) if spec.serial is not None else (index, spec.name)
+        gpu_uuid = "GPU-" + _uuid(site, *key)
         instances = []
         start = 0
         for gi, profile in enumerate(spec.mig or []):

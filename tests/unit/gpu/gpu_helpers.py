@@ -64,7 +64,7 @@ def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
             holders = {s.unit.uuid: s.holder for s in alloc.status()}
             assert all(holders[u.uuid] == name for u in a.units), "allocated but not holding"
         elif op == "release":
-            alloc.release(name, stopped_at=time.time() - 10**6)  # past any hold: released now
+            alloc.release(name, hold=False)  # no hold: released now
             assert not any(s.holder == name for s in alloc.status()), "release kept a unit"
         elif op == "forget":
             alloc.forget(name)

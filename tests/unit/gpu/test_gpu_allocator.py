@@ -186,6 +186,7 @@ def test_hold_after_stop_then_release(alloc, clock):
 def test_hold_counts_from_when_the_container_stopped(alloc, clock):
     alloc.assign("c1", "123456", "student")
     alloc.allocate("c1")
+    clock.advance(60 * MIN)
     alloc.release("c1", stopped_at=clock.t - 20 * MIN)  # the reconciler noticed late
     assert alloc.assignment("c1").state == "released"
     assert alloc.status()[0].state in ("free", "assigned")
