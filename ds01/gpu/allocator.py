@@ -563,8 +563,9 @@ class Allocator:
 
         Placement: see :meth:`_placement` (the queue reserves the same way).
         ``created`` on the result is False when the name already had this
-        assignment (nothing was recorded by this call). Raises :class:`GpuDenied` when the request is not allowed, would take
-        the user over quota, or nothing free fits."""
+        assignment (nothing was recorded by this call). Raises
+        :class:`GpuDenied` when the request is not allowed, would take the user
+        over quota, or nothing free fits."""
         if not container or not user:
             raise GpuDenied("a container name and a user are required")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -655,6 +656,12 @@ class Allocator:
                     "the ds01 allocator. Recreate it."
                 )
             if c["state"] == "allocated":
+                # A start of a running container, or a restart whose stop the
+                # event stream has not delivered yet: this start is the
+                # current run, so a stop reported later from before it is late.
+                self.db.execute(
+                    "UPDATE containers SET allocated_at = ? WHERE name = ?", (now, container)
+                )
                 return self._assignment(container)
             targets = self._targets(container)
             recreate = (

@@ -44,8 +44,6 @@ KINDS = [None, None, None, "1g.5gb", "2g.10gb", "3g.20gb", "gpu"]
 def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
     """One random decision on behalf of a random user; returns what it did.
     Raises AssertionError when a promise of the allocator is broken."""
-    import time
-
     from ds01.gpu.allocator import GpuError
 
     op = rng.choice(["assign", "assign", "allocate", "allocate", "release", "forget", "queue"])
