@@ -342,6 +342,7 @@ class SimulatedGpu(Strict):
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] | None = None
     memory: Size
     mig_slices: int = Field(ge=1)  # compute slices of a MIG-capable GPU (7 on A100/H100)
+    memory_slices: int = Field(default=8, ge=1)  # memory slices (8 on A100/H100/H200)
     mig: list[Annotated[str, Field(pattern=r"^[1-9]g\.\d+gb$")]] | None  # null: MIG off
 
     @model_validator(mode="after")

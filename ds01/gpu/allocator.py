@@ -970,13 +970,15 @@ class Allocator:
         missing (their holders keep them until release, their targets are
         blocked at the next start); units that appear join the pool. Returns
         (added, missing) uuids. An empty layout with an error changes nothing:
-        a failed NVML read must not take every GPU away."""
+        a failed NVML read must not take every GPU away, and the units of a
+        GPU that could not be read (``Gpu.error``) stay as they were."""
         if layout.error and not layout.gpus:
             return [], []
+        unread = layout.unread_gpus()
         units = {u.uuid: u for u in layout.units()}
         position = {uuid: i for i, uuid in enumerate(units)}
         with self._tx():
-            known = {r["uuid"]: r for r in self._rows("SELECT uuid, present FROM units")}
+            known = {r["uuid"]: r for r in self._rows("SELECT uuid, present, gpu_index FROM units")}
             added, missing = [], []
             for u in units.values():
                 if u.uuid not in known:
@@ -995,7 +997,7 @@ class Allocator:
                         (u.gpu_index, position[u.uuid], u.profile, u.weight, u.uuid),
                     )
             for uuid, r in known.items():
-                if uuid not in units and r["present"]:
+                if uuid not in units and r["present"] and r["gpu_index"] not in unread:
                     missing.append(uuid)
                     self.db.execute(
                         "UPDATE units SET present = 0, reserved_for = NULL, reserved_until = NULL "

@@ -161,7 +161,7 @@ def _layout_units(policy: Policy) -> dict[str, dict]:
             "utilization": d.utilization,
             "memory_used": d.memory_used,
             "memory_total": d.memory_total,
-            "processes": len(d.processes),
+            "processes": None if d.processes is None else len(d.processes),
         }
         for uuid, d in backend_for(policy).read().devices_by_unit().items()
     }

@@ -19,7 +19,9 @@ not yet running).
 The idle reaper, per the owner's role (``idle`` and ``lifecycle``): a reading
 every ``idle.check_interval``; a reading is idle when the GPU utilisation of
 every unit the container holds, its CPU use and its network traffic since the
-last reading are all below the role's thresholds. After
+last reading are all below the role's thresholds; a unit with no utilisation
+figure (a MIG device) is idle only when NVML lists no process on it, and an
+unreadable process list is never idle. After
 ``idle.consecutive_checks`` idle readings the container is idle since the first
 of them; once it has been idle for ``lifecycle.idle_timeout`` minus
 ``idle.warn_before_stop`` its owner is warned, and it is stopped (its units
@@ -87,6 +89,7 @@ def reconcile(
     alloc.expire()
     if layout.error:
         report.problems.append(f"GPU layout not read: {layout.error}")
+    report.problems += [g.error for g in layout.gpus if g.error]
     assignments = alloc.assignments()  # before the list: see GRACE
     if containers is not None:
         listed_at = alloc.clock()
@@ -146,7 +149,7 @@ def _foreign_processes(alloc: Allocator, layout: Layout, report: Report) -> None
     held = {s.unit.uuid: s for s in alloc.status()}
     for uuid, procs in layout.processes_by_unit().items():
         s = held.get(uuid)
-        if procs and (s is None or s.holder is None):
+        if procs and (s is None or s.holder is None):  # None (unknown): nothing to report
             pids = ", ".join(str(p.pid) for p in procs)
             where = describe(s.unit) if s else uuid
             report.problems.append(
@@ -165,7 +168,8 @@ def _gpu_busy(layout: Layout, a: Assignment, threshold: int) -> bool:
     for unit in a.units:
         u = util.get(unit.uuid)
         if u is None:  # MIG devices report no utilisation: a process means busy
-            if procs.get(unit.uuid):
+            p = procs.get(unit.uuid)
+            if p is None or p:  # an unknown process list is never idle
                 return True
         elif u >= threshold:
             return True
