@@ -251,8 +251,17 @@ class Allocator:
             if db_path is None
             else os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
         )
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        # The database is root's alone (who holds what, since when, who waits):
+        # users read the status snapshot. SQLite gives its -wal and -shm files
+        # the database file's mode, so creating that 0600 covers all three.
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(self.snapshot_path), mode=0o755, exist_ok=True)
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            if name == self.path:
+                os.close(os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            with suppress(FileNotFoundError):
+                if os.stat(name).st_mode & 0o077:  # made by an earlier version
+                    os.chmod(name, 0o600)
         # Writers queue on this lock before BEGIN IMMEDIATE: the kernel wakes the
         # next one at once, where SQLite's busy handler would poll with sleeps.
         self.lock = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -71,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     n = gsub.add_parser(
         "notice", parents=[common], help="your GPU reservations, queue places and warnings"
     )
+    n.add_argument(
+        "--login",
+        action="store_true",
+        help="as at login: print nothing when there is nothing to report",
+    )
     n.set_defaults(func=cmd_notice)
 
     pr = gsub.add_parser("probe", parents=[common], help="the GPU/MIG layout of this host")
@@ -309,7 +314,8 @@ def cmd_queue_leave(args) -> int:
 
 
 def cmd_notice(args) -> int:
-    """Login notice: never fails, prints nothing when there is nothing to say."""
+    """Login notice: never fails. With nothing to say it is silent at login
+    (``--login``) or into a pipe, and says so when run by hand in a terminal."""
     try:
         policy = _policy(args)
         user = _caller()
@@ -329,9 +335,16 @@ def cmd_notice(args) -> int:
                 f"DS01 GPU: you are number {e['position']} in the queue for "
                 f"{e['kind'] or 'any unit'}."
             )
+    said = any(e["user"] == user for e in snap["queue"])
     for w in snap.get("warnings", []):
         if w["user"] == user:
             print(f"DS01 GPU: {w['message']}")
+            said = True
+    if not said and not args.login and sys.stdout.isatty():
+        print(
+            f"DS01 GPU: nothing to report for {user}: no unit reserved for you, no place in "
+            "the queue, no warning (`ds01 gpu status` shows every unit)."
+        )
     return 0
 
 
