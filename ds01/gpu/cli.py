@@ -411,11 +411,9 @@ def cmd_drain(args) -> int:
 
 
 def _containers(policy: Policy) -> tuple[object | None, str]:
-    """The docker access layer's view of the containers, and why it is missing."""
-    try:
-        from ds01.docker.containers import DockerContainers
-    except ImportError:
-        return None, "ds01.docker is not installed"
+    """The containers as docker lists them, and why they are missing."""
+    from ds01.gpu.containers import DockerContainers
+
     try:
         return DockerContainers(policy.docker.real_socket), ""
     except Exception as e:  # dockerd down: holds and the queue are still kept
