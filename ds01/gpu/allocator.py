@@ -37,10 +37,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from ds01.config import Policy
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
 
+T = TypeVar("T")
 EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
 SCHEMA_VERSION = 2  # 2: index events_at (retention)
 DB_NAME = "gpu/allocator.sqlite3"
@@ -201,6 +203,18 @@ class UnitStatus:
     targeted_by: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ReaperState:
+    """The idle reaper's readings of one container (see ds01.gpu.reconciler)."""
+
+    idle_checks: int = 0
+    idle_since: float | None = None
+    last_check: float | None = None
+    last_net: int | None = None
+    warned_at: float | None = None
+    warning: str | None = None
+
+
 def when(t: float | None) -> str:
     """A timestamp as users read it: ``2026-11-29 20:41 UTC``."""
     if t is None:
@@ -347,8 +361,30 @@ class Allocator:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     def transaction(self):
-        """A write transaction for the reconciler's own bookkeeping."""
+        """A raw write transaction (tests, repairs by hand)."""
         return self._tx()
+
+    def update_reaper(
+        self, container: str, step: Callable[[ReaperState], tuple[ReaperState, T]]
+    ) -> T:
+        """The reaper's state of ``container`` through ``step`` (which returns the
+        new state and a result), read and stored in one transaction."""
+        with self._tx():
+            rows = self._rows("SELECT * FROM reaper WHERE container = ?", (container,))
+            old = (
+                ReaperState(**{k: v for k, v in rows[0].items() if k != "container"})
+                if rows
+                else None
+            )
+            new, result = step(old or ReaperState())
+            if new != old:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO reaper(container, idle_checks, idle_since, "
+                    "last_check, last_net, warned_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (container, new.idle_checks, new.idle_since, new.last_check, new.last_net,
+                     new.warned_at, new.warning),
+                )  # fmt: skip
+            return result
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ds01.gpu.allocator import Allocator, Assignment, describe, when
+from ds01.gpu.allocator import Allocator, Assignment, ReaperState, describe, when
 from ds01.gpu.containers import ContainerInfo, Containers
 from ds01.gpu.layout import Layout
 from ds01.units import format_duration
@@ -187,20 +187,10 @@ def reap(
             continue
         limits = alloc.policy.limits_for(a.role, a.user)
         idle, life = limits.idle, limits.lifecycle
-        with alloc.transaction() as db:
-            row = db.execute(
-                "SELECT idle_checks, idle_since, last_check, last_net, warned_at, warning "
-                "FROM reaper WHERE container = ?",
-                (a.container,),
-            ).fetchone()
-            checks, since, last_check, last_net, warned_at, warning = row or (
-                0,
-                None,
-                None,
-                None,
-                None,
-                None,
-            )
+
+        def step(r: ReaperState, a=a, info=info, idle=idle, life=life):
+            checks, since, last_net = r.idle_checks, r.idle_since, r.last_net
+            warned_at, warning, last_check = r.warned_at, r.warning, r.last_check
             if last_check is None or now - last_check >= idle.check_interval:
                 quiet = (
                     not _gpu_busy(layout, a, idle.gpu_util_percent)
@@ -220,11 +210,9 @@ def reap(
             action = _decide(a, info, idle, life, now, checks, since, warned_at, warning)
             if action is not None and action[0] == "warn":
                 warned_at, warning = now, action[1]
-            db.execute(
-                "INSERT OR REPLACE INTO reaper(container, idle_checks, idle_since, last_check, "
-                "last_net, warned_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (a.container, checks, since, last_check, last_net, warned_at, warning),
-            )
+            return ReaperState(checks, since, last_check, last_net, warned_at, warning), action
+
+        action = alloc.update_reaper(a.container, step)
         if action is None:
             continue
         verb, message = action
