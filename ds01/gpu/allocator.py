@@ -11,11 +11,17 @@ States of a container's GPU units, as the admin defined them:
 * ``released``: stopped; the units are back in the pool (or reserved for the
   head of the queue). A later start tries to allocate the same targets again.
 
-Every decision is one ``BEGIN IMMEDIATE`` transaction on a SQLite database in
-WAL mode, so concurrent callers (processes) are serialised by SQLite itself
-and a caller killed mid-decision leaves nothing half-done. A unit's holder is
-a single column, so no unit can ever be held by two containers. Quotas, in
-GPU-equivalents, are checked inside the same transaction that reserves.
+Every decision is one transaction of the store (:mod:`ds01.gpu.store`: SQLite
+in WAL mode, ``BEGIN IMMEDIATE`` behind an ``flock``), so a caller killed
+mid-decision leaves nothing half-done; after each COMMIT the status snapshot
+is rewritten (:mod:`ds01.gpu.snapshot`). Placement is a pure function
+(:mod:`ds01.gpu.placement`); refusals and records are in
+:mod:`ds01.gpu.results`. This module is the lease state machine and the
+queue. A unit's holder is a single column, so no unit can ever be held by two
+containers. Quotas, in GPU-equivalents, are checked inside the same
+transaction that reserves; what is reserved for a user by the queue counts
+against their quota too. A physical GPU is never handed out twice over: while
+a unit of its previous partitioning is still held, none of its new units is.
 
 The queue: a user waits for a unit of a kind (any, ``gpu`` for a whole GPU, or
 a MIG profile). When such a unit is free it is *reserved* for the head of the
@@ -26,206 +32,39 @@ reservation passes to the next in line.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
 import os
-import sqlite3
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from ds01.config import Policy
+from ds01.gpu import placement
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
+from ds01.gpu.placement import EPSILON
+from ds01.gpu.results import (
+    Assignment,
+    GpuBlocked,
+    GpuDenied,
+    GpuError,
+    GpuUnknown,
+    QueueEntry,
+    ReaperState,
+    UnitStatus,
+    describe,
+    when,
+)
+from ds01.gpu.snapshot import SNAPSHOT_NAME, snapshot_path, write_snapshot
+from ds01.gpu.store import DB_NAME, Store
+
+# The allocator's contract, importable from here as before the split.
+__all__ = [
+    "Allocator", "Assignment", "GpuBlocked", "GpuDenied", "GpuError", "GpuUnknown",
+    "QueueEntry", "ReaperState", "UnitStatus", "describe", "snapshot_path", "when",
+]  # fmt: skip
 
 T = TypeVar("T")
-EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
-SCHEMA_VERSION = 2  # 2: index events_at (retention)
-DB_NAME = "gpu/allocator.sqlite3"
-# Ordinary users cannot open a WAL database read-only once its last writer has
-# closed it, so every write transaction leaves a world-readable copy of the
-# status in gpu.runtime_dir (tmpfs: a rename there costs no disk flush);
-# `ds01 gpu status` reads it when not root.
-SNAPSHOT_NAME = "status.json"
-_TMP_PREFIX = ".status."
-
-
-def snapshot_path(policy: Policy) -> str:
-    return os.path.join(policy.gpu.runtime_dir, SNAPSHOT_NAME)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS units (
-    uuid TEXT PRIMARY KEY,
-    gpu_index INTEGER NOT NULL,
-    position INTEGER NOT NULL DEFAULT 0,  -- order in the layout (placement order)
-    profile TEXT,                        -- NULL: a whole GPU
-    weight REAL NOT NULL CHECK (weight > 0 AND weight <= 1),
-    present INTEGER NOT NULL DEFAULT 1,  -- 0: gone from the layout (re-partitioned)
-    drained INTEGER NOT NULL DEFAULT 0,  -- 1: an admin took it out of the pool
-    drained_by TEXT,
-    holder TEXT REFERENCES containers(name),  -- the one container holding it
-    held_since REAL,
-    reserved_for INTEGER REFERENCES queue(id),  -- the queue entry it waits for
-    reserved_until REAL
-);
-CREATE TABLE IF NOT EXISTS containers (
-    name TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    role TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('assigned', 'allocated', 'held', 'released')),
-    kind TEXT,
-    count INTEGER NOT NULL,
-    assigned_at REAL NOT NULL,
-    allocated_at REAL,
-    stopped_at REAL,
-    release_at REAL
-);
-CREATE TABLE IF NOT EXISTS targets (
-    container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
-    uuid TEXT NOT NULL REFERENCES units(uuid),
-    PRIMARY KEY (container, uuid)
-);
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
-    role TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    kind TEXT,                           -- NULL: any unit the role may use
-    enqueued_at REAL NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('waiting', 'reserved', 'done', 'expired', 'cancelled')),
-    unit TEXT,
-    reserved_until REAL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    what TEXT NOT NULL,
-    container TEXT,
-    user TEXT,
-    unit TEXT,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per container
-    container TEXT PRIMARY KEY REFERENCES containers(name) ON DELETE CASCADE,
-    idle_checks INTEGER NOT NULL DEFAULT 0,
-    idle_since REAL,
-    last_check REAL,
-    last_net INTEGER,
-    warned_at REAL,
-    warning TEXT
-);
-CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
-CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
-CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
-CREATE INDEX IF NOT EXISTS events_at ON events(at);
-"""
-
-
-# --------------------------------------------------------------------------
-# Errors and results (the contract with the docker access layer)
-# --------------------------------------------------------------------------
-
-
-class GpuError(Exception):
-    """Every allocator refusal; ``message`` is written for the user."""
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(message)
-
-
-class GpuDenied(GpuError):
-    """The request is not allowed (quota, role, kind) or nothing fits now."""
-
-
-class GpuBlocked(GpuError):
-    """The container's target unit is held or reserved by someone else."""
-
-
-class GpuUnknown(GpuError):
-    """The allocator has no record of the container or unit named."""
-
-
-@dataclass(frozen=True)
-class Assignment:
-    container: str
-    user: str
-    role: str
-    state: str  # assigned | allocated | held | released
-    units: list[Unit]
-    kind: str | None = None
-    assigned_at: float | None = None
-    allocated_at: float | None = None
-    release_at: float | None = None  # when a held container's units go back
-    # Start of the continuous hold of its units (the GPU lease): a restart
-    # within gpu_hold_after_stop keeps it; None while it holds nothing.
-    leased_since: float | None = None
-    # True only on what assign() returns when that very call recorded the
-    # assignment; False when it returned one that already existed (a repeated
-    # create of the same name must not forget someone's running container).
-    created: bool = field(default=False, compare=False)
-
-    @property
-    def weight(self) -> float:
-        return sum(u.weight for u in self.units)
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    id: int
-    user: str
-    role: str
-    priority: int
-    kind: str | None
-    enqueued_at: float
-    state: str  # waiting | reserved
-    position: int  # 1 is the head of its kind's line
-    unit: str | None = None
-    reserved_until: float | None = None
-
-
-@dataclass(frozen=True)
-class UnitStatus:
-    unit: Unit
-    state: str  # free | assigned | allocated | held | reserved | drained | missing
-    holder: str | None = None  # container
-    user: str | None = None
-    since: float | None = None
-    release_at: float | None = None
-    reserved_for: str | None = None
-    reserved_until: float | None = None
-    targeted_by: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ReaperState:
-    """The idle reaper's readings of one container (see ds01.gpu.reconciler)."""
-
-    idle_checks: int = 0
-    idle_since: float | None = None
-    last_check: float | None = None
-    last_net: int | None = None
-    warned_at: float | None = None
-    warning: str | None = None
-
-
-def when(t: float | None) -> str:
-    """A timestamp as users read it: ``2026-11-29 20:41 UTC``."""
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def describe(unit: Unit) -> str:
-    """``GPU 2 slice 1g.5gb (MIG-...)`` or ``GPU 0 (GPU-...)``."""
-    what = f"GPU {unit.gpu_index}" + (f" slice {unit.profile}" if unit.profile else "")
-    return f"{what} ({unit.uuid})"
 
 
 def _eq(x: float) -> str:
@@ -265,100 +104,44 @@ class Allocator:
             if db_path is None
             else os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
         )
-        # The database is root's alone (who holds what, since when, who waits):
-        # users read the status snapshot. SQLite gives its -wal and -shm files
-        # the database file's mode, so creating that 0600 covers all three.
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(self.snapshot_path), mode=0o755, exist_ok=True)
-        for name in (self.path, self.path + "-wal", self.path + "-shm"):
-            if name == self.path:
-                os.close(os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            with suppress(FileNotFoundError):
-                if os.stat(name).st_mode & 0o077:  # made by an earlier version
-                    os.chmod(name, 0o600)
-        # Writers queue on this lock before BEGIN IMMEDIATE: the kernel wakes the
-        # next one at once, where SQLite's busy handler would poll with sleeps.
-        self.lock = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
-        self.db.execute("PRAGMA foreign_keys=ON")
+        self.store = Store(self.path, clock, self._after_commit)
+        self.db = self.store.db
         with self._tx():
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             empty = self.db.execute("SELECT count(*) FROM units").fetchone()[0] == 0
         if empty:
             from ds01.gpu.backend import backend_for
 
             self.sync_layout((backend or backend_for(policy)).read())
         if not os.path.exists(self.snapshot_path):  # /run is empty after a reboot
-            self._write_snapshot_locked()
+            with self.store.locked():
+                self._write_snapshot()
 
     def close(self) -> None:
-        self.db.close()
-        os.close(self.lock)
+        self.store.close()
 
-    # -- transactions ------------------------------------------------------
+    # -- the store ---------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One decision: BEGIN IMMEDIATE ... COMMIT. A refusal (GpuError) still
-        commits the housekeeping done before it (expiries); any other error
-        rolls everything back."""
-        fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by the kernel if we are killed
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            changes = self.db.total_changes
-            try:
-                yield self.db
-            except GpuError:
-                self._commit(changes)
-                raise
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self._commit(changes)
-        finally:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
+    def _tx(self):
+        return self.store.tx()
 
-    def _commit(self, changes_before: int) -> None:
-        changed = self.db.total_changes != changes_before
-        self.db.execute("COMMIT")
+    def _read(self):
+        return self.store.read()
+
+    def _rows(self, sql: str, args=()) -> list[dict]:
+        return self.store.rows(sql, args)
+
+    def _event(self, what: str, container=None, user=None, unit=None, detail=None) -> None:
+        self.store.event(what, container, user, unit, detail)
+
+    def _after_commit(self, changed: bool) -> None:
         if changed:
-            # After COMMIT, still under the write lock (no later decision can
-            # overtake it): a kill in between leaves the previous snapshot,
-            # never one showing what the database rolled back.
             self._write_snapshot()
 
     def _write_snapshot(self) -> None:
         with self._read():
-            data = json.dumps(self._snapshot(), separators=(",", ":"))
-        folder = os.path.dirname(self.snapshot_path)
-        # Under the write lock no other writer is mid-snapshot: any temporary
-        # file left here is from a writer killed between mkstemp and rename.
-        for name in os.listdir(folder):
-            if name.startswith(_TMP_PREFIX):
-                with suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.snapshot_path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-
-    def _write_snapshot_locked(self) -> None:
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
-        try:
-            self._write_snapshot()
-        finally:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
+            data = self._snapshot()
+        write_snapshot(self.snapshot_path, data)
 
     def transaction(self):
         """A raw write transaction (tests, repairs by hand)."""
@@ -385,21 +168,6 @@ class Allocator:
                      new.warned_at, new.warning),
                 )  # fmt: skip
             return result
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for reading (no lock on writers)."""
-        self.db.execute("BEGIN")
-        try:
-            yield self.db
-        finally:
-            self.db.execute("COMMIT")
-
-    def _event(self, what: str, container=None, user=None, unit=None, detail=None) -> None:
-        self.db.execute(
-            "INSERT INTO events(at, what, container, user, unit, detail) VALUES (?,?,?,?,?,?)",
-            (self.clock(), what, container, user, unit, detail),
-        )
 
     # -- policy helpers ------------------------------------------------------
 
@@ -443,11 +211,6 @@ class Allocator:
     @staticmethod
     def _unit(row) -> Unit:
         return Unit(row["uuid"], row["gpu_index"], row["profile"], row["weight"])
-
-    def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
-        cur = self.db.execute(sql, args)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]  # type: ignore[misc]
 
     def _container(self, name: str) -> dict | None:
         rows = self._rows("SELECT * FROM containers WHERE name = ?", (name,))
@@ -539,21 +302,6 @@ class Allocator:
             )
         }
 
-    @staticmethod
-    def _placement(row: dict, user: str | None = None) -> tuple:
-        """Placement order, shared by assign and the queue: a unit reserved for
-        the user first, MIG slices before whole GPUs (whole GPUs stay free for
-        those who need them), smallest first, then the one fewest other
-        containers target, then layout order."""
-        return (
-            user is None or row.get("reserved_user") != user,
-            row["profile"] is None,
-            row["weight"],
-            row.get("targeted") or 0,
-            row["gpu_index"],
-            row["position"],
-        )
-
     def _dispatch(self, now: float) -> None:
         """Reserve a free unit for each waiting entry, in queue order, chosen
         as assign would choose it and within the user's quota (counting what
@@ -579,15 +327,12 @@ class Allocator:
                 return
             quota = self._limits(q["role"], q["user"]).gpu.quota
             budget = math.inf if quota is None else quota - self._committed_weight(q["user"])
-            fits = [
-                r
-                for r in free
-                if self._allowed(self._unit(r), q["kind"], q["role"], q["user"])
-                and r["weight"] <= budget + EPSILON
-            ]
-            if not fits:
+            row = placement.best(
+                [r for r in free if self._allowed(self._unit(r), q["kind"], q["role"], q["user"])],
+                budget,
+            )
+            if row is None:
                 continue
-            row = min(fits, key=self._placement)
             free.remove(row)
             self.db.execute(
                 "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
@@ -606,7 +351,7 @@ class Allocator:
     ) -> Assignment:
         """Choose ``count`` target units for a new container (nothing is reserved).
 
-        Placement: see :meth:`_placement` (the queue reserves the same way).
+        Placement: :func:`ds01.gpu.placement.order` (the queue reserves the same way).
         ``created`` on the result is False when the name already had this
         assignment (nothing was recorded by this call). Raises
         :class:`GpuDenied` when the request is not allowed, would take the user
@@ -649,15 +394,9 @@ class Allocator:
                 for r in rows
                 if r["gpu_index"] not in busy and self._allowed(self._unit(r), kind, role, user)
             ]
-            candidates.sort(key=lambda r: self._placement(r, user))
             held = self._held_weight(user)
             budget = math.inf if limits.quota is None else limits.quota - held
-            chosen: list[dict] = []
-            for r in candidates:
-                if len(chosen) == count:
-                    break
-                if sum(c["weight"] for c in chosen) + r["weight"] <= budget + EPSILON:
-                    chosen.append(r)
+            chosen = placement.choose(candidates, count, budget, user)
             if len(chosen) < count:
                 wanted = "whole GPU" if kind == FULL_GPU else (kind or "GPU unit")
                 if candidates and limits.quota is not None:

@@ -26,8 +26,9 @@ import sys
 import time
 
 from ds01.config import DEFAULT_POLICY_PATH, Policy
-from ds01.gpu.allocator import Allocator, GpuError, snapshot_path, when
+from ds01.gpu.allocator import Allocator, GpuError, when
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE
+from ds01.gpu.snapshot import snapshot_path
 
 DS01 = "/usr/local/bin/ds01"  # the path /etc/sudoers.d/ds01-gpu-queue names
 

@@ -98,8 +98,8 @@ def worker(
                 in_tx.value = 1
             time.sleep(random.random() * 0.02)  # still inside BEGIN IMMEDIATE
 
-        def _commit(self, changes_before):
-            super()._commit(changes_before)
+        def _after_commit(self, changed):
+            super()._after_commit(changed)
             if in_tx is not None:
                 in_tx.value = 0
 
