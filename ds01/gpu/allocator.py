@@ -540,7 +540,38 @@ class Allocator:
                 "release_at = NULL WHERE name = ?",
                 (now, container),
             )
+            self._fit_reservations(c["user"], c["role"], now)
             return self._assignment(container)
+
+    def _fit_reservations(self, user: str, role: str, now: float) -> None:
+        """What ``user`` holds plus what is reserved for them stays within their
+        quota: after a start that leaves no room, their latest reservations go
+        back to waiting, and their units to whoever is next and fits."""
+        quota = self._limits(role, user).gpu.quota
+        if quota is None:
+            return
+        passed = False
+        for q in self._rows(
+            "SELECT q.id, q.unit FROM queue q WHERE q.user = ? AND q.state = 'reserved' "
+            "ORDER BY q.reserved_until DESC, q.id DESC",
+            (user,),
+        ):
+            if self._committed_weight(user) <= quota + EPSILON:
+                break
+            self.db.execute(
+                "UPDATE queue SET state = 'waiting', unit = NULL, reserved_until = NULL "
+                "WHERE id = ?",
+                (q["id"],),
+            )
+            self.db.execute(
+                "UPDATE units SET reserved_for = NULL, reserved_until = NULL "
+                "WHERE reserved_for = ?",
+                (q["id"],),
+            )
+            self._event("reservation passed on", user=user, unit=q["unit"], detail="over quota")
+            passed = True
+        if passed:
+            self._dispatch(now)
 
     def release(
         self, container: str, stopped_at: float | None = None, *, hold: bool = True

@@ -320,3 +320,16 @@ def test_several_simulated_gpus_need_serials():
     text = text.replace('{serial: "1652021000002", ', "{")
     with pytest.raises(PolicyError, match="simulated\\[1\\].serial is missing"):
         parse_policy(text, "resource-allocation.yaml")
+
+
+def test_a_start_that_leaves_no_room_for_a_reservation_passes_it_back(policy, clock, tmp_path):
+    """Held + reserved never exceed the quota: a start that would make them
+    returns the user's reservation to waiting (it passes to whoever fits)."""
+    alloc = make_allocator(small_quota(policy, 0.5), tmp_path / "db", clock)
+    e = alloc.enqueue("123456", "student", "3g.20gb")  # 7/15 reserved
+    assert e.state == "reserved"
+    alloc.assign("c1", "123456", "student", kind="2g.10gb")  # GPU 3's 2/7 fits in 0.5 alone
+    alloc.allocate("c1")  # 2/7 held + 7/15 reserved > 0.5
+    (mine,) = [q for q in alloc.queue() if q.user == "123456"]
+    assert mine.state == "waiting" and mine.unit is None
+    assert alloc.check_invariants() == []
