@@ -98,6 +98,35 @@ def test_late_die_event_is_ignored(alloc, clock):
     assert alloc.assignment("c1").state == "held"
 
 
+def test_late_die_from_the_event_stream_keeps_the_restarted_container(policy, clock, tmp_path):
+    """The glue's event handler passes docker's own die time: a late one of
+    an earlier run releases nothing."""
+    from ds01.docker import policy as rules
+
+    db = tmp_path / "glue.sqlite3"
+    glue = GpuGlue(policy, make_allocator=lambda: make_allocator(policy, db, clock),
+                   device_requests=False)  # fmt: skip
+
+    def die(at):
+        attrs = {"name": "train", rules.GPU: "x"}
+        return {"Action": "die", "Actor": {"Attributes": attrs}, "timeNano": int(at * 1e9)}
+
+    async def scenario():
+        got = await glue.assign("train", caller(), GpuRequest(count=1, kind=None))
+        await glue.allocate("train")
+        clock.advance(HOUR)
+        stopped = clock.t  # docker stop ...
+        clock.advance(1)
+        await glue.allocate("train")  # ... docker start, before the die event arrived
+        await glue.on_event(die(stopped))  # the late die
+        return got
+
+    got = asyncio.run(scenario())
+    reader = make_allocator(policy, db, clock)
+    assert reader.assignment("train").state == "allocated"
+    assert state_of(reader, got.uuids[0]).holder == "train"
+
+
 def test_late_die_after_a_restart_within_the_hold(alloc, clock):
     alloc.assign("c1", "123456", "student")
     alloc.allocate("c1")
