@@ -32,6 +32,7 @@ reservation passes to the next in line.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -65,6 +66,7 @@ __all__ = [
 ]  # fmt: skip
 
 T = TypeVar("T")
+log = logging.getLogger("ds01.gpu.allocator")
 
 
 def _eq(x: float) -> str:
@@ -135,8 +137,15 @@ class Allocator:
         self.store.event(what, container, user, unit, detail)
 
     def _after_commit(self, changed: bool) -> None:
-        if changed:
+        if not changed:
+            return
+        try:
             self._write_snapshot()
+        except OSError as e:
+            # The decision is committed: failing its caller now would be a lie.
+            # The snapshot stays at the previous decision until a writer that
+            # can write it (the reconciler, every gpu.reconcile_interval) does.
+            log.warning("GPU status snapshot %s not written: %s", self.snapshot_path, e)
 
     def _write_snapshot(self) -> None:
         with self._read():

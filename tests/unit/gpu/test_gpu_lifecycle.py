@@ -362,3 +362,17 @@ def test_a_start_that_leaves_no_room_for_a_reservation_passes_it_back(policy, cl
     (mine,) = [q for q in alloc.queue() if q.user == "123456"]
     assert mine.state == "waiting" and mine.unit is None
     assert alloc.check_invariants() == []
+
+
+def test_a_snapshot_that_cannot_be_written_does_not_fail_a_committed_decision(
+    alloc, monkeypatch, caplog
+):
+    import errno
+
+    def read_only(path, data):  # a service whose ReadWritePaths lacks gpu.runtime_dir
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr("ds01.gpu.allocator.write_snapshot", read_only)
+    got = alloc.assign("c1", "123456", "student")
+    assert got.created and alloc.assignment("c1") is not None  # committed, not refused
+    assert "GPU status snapshot" in caplog.text and "Read-only file system" in caplog.text
