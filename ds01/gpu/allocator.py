@@ -57,7 +57,7 @@ from ds01.gpu.results import (
     when,
 )
 from ds01.gpu.snapshot import SNAPSHOT_NAME, snapshot_path, write_snapshot
-from ds01.gpu.store import DB_NAME, Store
+from ds01.gpu.store import DB_NAME, ContainerRow, Store, UnitRow
 
 # The allocator's contract, importable from here as before the split.
 __all__ = [
@@ -221,11 +221,11 @@ class Allocator:
     def _unit(row) -> Unit:
         return Unit(row["uuid"], row["gpu_index"], row["profile"], row["weight"])
 
-    def _container(self, name: str) -> dict | None:
+    def _container(self, name: str) -> ContainerRow | None:
         rows = self._rows("SELECT * FROM containers WHERE name = ?", (name,))
         return rows[0] if rows else None
 
-    def _targets(self, name: str) -> list[dict]:
+    def _targets(self, name: str) -> list[UnitRow]:
         return self._rows(
             "SELECT u.* FROM targets t JOIN units u ON u.uuid = t.uuid WHERE t.container = ? "
             "ORDER BY u.gpu_index, u.position",
@@ -781,7 +781,7 @@ class Allocator:
             "AND uuid NOT IN (SELECT uuid FROM targets)"
         )
 
-    def _unit_row(self, uuid: str) -> dict:
+    def _unit_row(self, uuid: str) -> UnitRow:
         rows = self._rows("SELECT * FROM units WHERE uuid = ?", (uuid,))
         if not rows:
             raise GpuUnknown(f"no GPU unit {uuid}; `ds01 gpu status` lists them")

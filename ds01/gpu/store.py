@@ -20,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypedDict
 
 from ds01.gpu.results import GpuError
 
@@ -94,6 +94,53 @@ CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
 CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
+
+
+class UnitRow(TypedDict):
+    """A row of ``units``."""
+
+    uuid: str
+    gpu_index: int
+    position: int
+    profile: str | None
+    weight: float
+    present: int
+    drained: int
+    drained_by: str | None
+    holder: str | None
+    held_since: float | None
+    reserved_for: int | None
+    reserved_until: float | None
+
+
+class ContainerRow(TypedDict):
+    """A row of ``containers``."""
+
+    name: str
+    user: str
+    role: str
+    state: str
+    kind: str | None
+    count: int
+    assigned_at: float
+    allocated_at: float | None
+    stopped_at: float | None
+    release_at: float | None
+
+
+class QueueRow(TypedDict):
+    """A row of ``queue``."""
+
+    id: int
+    user: str
+    role: str
+    priority: int
+    kind: str | None
+    enqueued_at: float
+    state: str
+    unit: str | None
+    reserved_until: float | None
+    ended_at: float | None
 
 
 class Store:
