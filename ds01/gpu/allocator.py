@@ -16,18 +16,13 @@ in WAL mode, ``BEGIN IMMEDIATE`` behind an ``flock``), so a caller killed
 mid-decision leaves nothing half-done; after each COMMIT the status snapshot
 is rewritten (:mod:`ds01.gpu.snapshot`). Placement is a pure function
 (:mod:`ds01.gpu.placement`); refusals and records are in
-:mod:`ds01.gpu.results`. This module is the lease state machine and the
-queue. A unit's holder is a single column, so no unit can ever be held by two
+:mod:`ds01.gpu.results`; the queue's decisions in :mod:`ds01.gpu.queue` and
+the invariants in :mod:`ds01.gpu.invariants`. This module is the lease state
+machine (assign, allocate, release, forget, expiry, layout sync). A unit's holder is a single column, so no unit can ever be held by two
 containers. Quotas, in GPU-equivalents, are checked inside the same
 transaction that reserves; what is reserved for a user by the queue counts
 against their quota too. A physical GPU is never handed out twice over: while
 a unit of its previous partitioning is still held, none of its new units is.
-
-The queue: a user waits for a unit of a kind (any, ``gpu`` for a whole GPU, or
-a MIG profile). When such a unit is free it is *reserved* for the head of the
-queue (highest role priority, then earliest arrival) for
-``gpu.queue_reservation``; others are blocked from it meanwhile. An expired
-reservation passes to the next in line.
 """
 
 from __future__ import annotations
@@ -42,8 +37,10 @@ from typing import TypeVar
 
 from ds01.config import Policy
 from ds01.gpu import placement
+from ds01.gpu.invariants import InvariantsMixin
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
 from ds01.gpu.placement import EPSILON
+from ds01.gpu.queue import QueueMixin
 from ds01.gpu.results import (
     Assignment,
     GpuBlocked,
@@ -78,7 +75,7 @@ def _eq(x: float) -> str:
 # --------------------------------------------------------------------------
 
 
-class Allocator:
+class Allocator(QueueMixin, InvariantsMixin):
     """
     + policy: the validated policy (roles' GPU limits, queue reservation time)
     + db_path: the SQLite file; default ``<gpu.state_dir>/gpu/allocator.sqlite3``
@@ -289,16 +286,6 @@ class Allocator:
             self._event("reservation expired", user=q["user"], unit=q["unit"])
         self._dispatch(now)
 
-    def _committed_weight(self, user: str) -> float:
-        """What counts against ``user``'s quota: units held plus units reserved
-        for them by the queue (a reservation is a promise of a unit)."""
-        row = self.db.execute(
-            "SELECT coalesce(sum(u.weight), 0) FROM units u JOIN queue q ON q.id = u.reserved_for "
-            "WHERE q.user = ?",
-            (user,),
-        ).fetchone()
-        return self._held_weight(user) + float(row[0])
-
     def _old_layout_in_use(self) -> dict[int, str]:
         """Physical GPUs (by index) whose previous partitioning is still held:
         a unit that vanished keeps its holder until release, and until then no
@@ -310,48 +297,6 @@ class Allocator:
                 "SELECT gpu_index, holder FROM units WHERE present = 0 AND holder IS NOT NULL"
             )
         }
-
-    def _dispatch(self, now: float) -> None:
-        """Reserve a free unit for each waiting entry, in queue order, chosen
-        as assign would choose it and within the user's quota (counting what
-        they hold and what is already reserved for them)."""
-        waiting = self._rows(
-            "SELECT * FROM queue WHERE state = 'waiting' ORDER BY priority DESC, enqueued_at, id"
-        )
-        if not waiting:
-            return
-        busy = self._old_layout_in_use()
-        free = [
-            r
-            for r in self._rows(
-                "SELECT u.*, (SELECT count(*) FROM targets t WHERE t.uuid = u.uuid) AS targeted "
-                "FROM units u WHERE holder IS NULL AND reserved_for IS NULL AND present = 1 "
-                "AND drained = 0"
-            )
-            if r["gpu_index"] not in busy
-        ]
-        until = now + self.policy.gpu.queue_reservation
-        for q in waiting:
-            if not free:
-                return
-            quota = self._limits(q["role"], q["user"]).gpu.quota
-            budget = math.inf if quota is None else quota - self._committed_weight(q["user"])
-            row = placement.best(
-                [r for r in free if self._allowed(self._unit(r), q["kind"], q["role"], q["user"])],
-                budget,
-            )
-            if row is None:
-                continue
-            free.remove(row)
-            self.db.execute(
-                "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
-                (q["id"], until, row["uuid"]),
-            )
-            self.db.execute(
-                "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = ?",
-                (row["uuid"], until, q["id"]),
-            )
-            self._event("reserved", user=q["user"], unit=row["uuid"], detail=f"until {when(until)}")
 
     # -- the decisions -------------------------------------------------------
 
@@ -552,36 +497,6 @@ class Allocator:
             self._fit_reservations(c["user"], c["role"], now)
             return self._assignment(container)
 
-    def _fit_reservations(self, user: str, role: str, now: float) -> None:
-        """What ``user`` holds plus what is reserved for them stays within their
-        quota: after a start that leaves no room, their latest reservations go
-        back to waiting, and their units to whoever is next and fits."""
-        quota = self._limits(role, user).gpu.quota
-        if quota is None:
-            return
-        passed = False
-        for q in self._rows(
-            "SELECT q.id, q.unit FROM queue q WHERE q.user = ? AND q.state = 'reserved' "
-            "ORDER BY q.reserved_until DESC, q.id DESC",
-            (user,),
-        ):
-            if self._committed_weight(user) <= quota + EPSILON:
-                break
-            self.db.execute(
-                "UPDATE queue SET state = 'waiting', unit = NULL, reserved_until = NULL "
-                "WHERE id = ?",
-                (q["id"],),
-            )
-            self.db.execute(
-                "UPDATE units SET reserved_for = NULL, reserved_until = NULL "
-                "WHERE reserved_for = ?",
-                (q["id"],),
-            )
-            self._event("reservation passed on", user=user, unit=q["unit"], detail="over quota")
-            passed = True
-        if passed:
-            self._dispatch(now)
-
     def release(
         self, container: str, stopped_at: float | None = None, *, hold: bool = True
     ) -> None:
@@ -652,87 +567,6 @@ class Allocator:
             "DELETE FROM queue WHERE state IN ('done', 'expired', 'cancelled') AND ended_at < ?",
             (before,),
         )
-
-    # -- queue ---------------------------------------------------------------
-
-    def enqueue(self, user: str, role: str, kind: str | None = None) -> QueueEntry:
-        """Wait for a unit of ``kind``; one free now is reserved at once."""
-        with self._tx():
-            now = self.clock()
-            self._expire(now)
-            self._check_kind(kind, role, user)
-            if self.db.execute(
-                "SELECT 1 FROM queue WHERE user = ? AND kind IS ? AND state IN ('waiting', "
-                "'reserved')",
-                (user, kind),
-            ).fetchone():
-                raise GpuDenied(f"{user} is already in the queue for {kind or 'any unit'}")
-            if not any(
-                self._allowed(self._unit(r), kind, role, user)
-                for r in self._rows("SELECT * FROM units WHERE present = 1")
-            ):
-                raise GpuDenied(f"this server has no {kind or 'GPU unit'} the {role} role may use")
-            cur = self.db.execute(
-                "INSERT INTO queue(user, role, priority, kind, enqueued_at, state) "
-                "VALUES (?, ?, ?, ?, ?, 'waiting')",
-                (user, role, self.policy.roles[role].priority, kind, now),
-            )
-            entry_id = cur.lastrowid
-            self._event("queued", user=user, detail=kind or "any")
-            self._dispatch(now)
-            return next(e for e in self._queue() if e.id == entry_id)
-
-    def leave(self, user: str, kind: str | None = None, *, any_kind: bool = False) -> int:
-        """Leave the queue (for ``kind``, or every entry); a reservation held is
-        passed to the next in line. Returns how many entries were cancelled."""
-        with self._tx():
-            now = self.clock()
-            self._expire(now)
-            rows = self._rows(
-                "SELECT id FROM queue WHERE user = ? AND state IN ('waiting', 'reserved')"
-                + ("" if any_kind else " AND kind IS ?"),
-                (user,) if any_kind else (user, kind),
-            )
-            for r in rows:
-                self.db.execute(
-                    "UPDATE queue SET state = 'cancelled', ended_at = ? WHERE id = ?",
-                    (now, r["id"]),
-                )
-                self.db.execute(
-                    "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE "
-                    "reserved_for = ?",
-                    (r["id"],),
-                )
-            self._dispatch(now)
-            return len(rows)
-
-    def _queue(self) -> list[QueueEntry]:
-        out = []
-        position: dict[str | None, int] = {}
-        for q in self._rows(
-            "SELECT * FROM queue WHERE state IN ('waiting', 'reserved') "
-            "ORDER BY priority DESC, enqueued_at, id"
-        ):
-            position[q["kind"]] = position.get(q["kind"], 0) + 1
-            out.append(
-                QueueEntry(
-                    q["id"],
-                    q["user"],
-                    q["role"],
-                    q["priority"],
-                    q["kind"],
-                    q["enqueued_at"],
-                    q["state"],
-                    position[q["kind"]],
-                    q["unit"],
-                    q["reserved_until"],
-                )
-            )
-        return out
-
-    def queue(self) -> list[QueueEntry]:
-        with self._read():
-            return self._queue()
 
     # -- admin ---------------------------------------------------------------
 
@@ -953,92 +787,3 @@ class Allocator:
                 )
             )
         return out
-
-    def notices(self, user: str) -> list[str]:
-        """What ``user`` should be told at login: reservations and queue places."""
-        out = []
-        for e in self.queue():
-            if e.user != user:
-                continue
-            if e.state == "reserved":
-                out.append(
-                    f"A {e.kind or 'GPU unit'} ({e.unit}) is reserved for you until "
-                    f"{when(e.reserved_until)}: create and start a container with it before then."
-                )
-            else:
-                out.append(
-                    f"You are number {e.position} in the GPU queue for {e.kind or 'any unit'}."
-                )
-        return out
-
-    def check_invariants(self) -> list[str]:
-        """Every broken invariant, as text (empty when the state is consistent)."""
-        problems = []
-        with self._read():
-            for r in self._rows(
-                "SELECT u.uuid, u.holder, c.state FROM units u LEFT JOIN containers c "
-                "ON c.name = u.holder WHERE u.holder IS NOT NULL"
-            ):
-                if r["state"] not in ("allocated", "held"):
-                    problems.append(f"{r['uuid']} held by {r['holder']} in state {r['state']}")
-                if not self.db.execute(
-                    "SELECT 1 FROM targets WHERE container = ? AND uuid = ?",
-                    (r["holder"], r["uuid"]),
-                ).fetchone():
-                    problems.append(f"{r['uuid']} held by {r['holder']}, which does not target it")
-            for c in self._rows("SELECT * FROM containers WHERE state IN ('allocated', 'held')"):
-                for t in self._targets(c["name"]):
-                    if t["holder"] != c["name"]:
-                        problems.append(
-                            f"{c['name']} is {c['state']} but does not hold {t['uuid']}"
-                        )
-            for c in self._rows("SELECT * FROM containers WHERE state IN ('assigned', 'released')"):
-                if self.db.execute("SELECT 1 FROM units WHERE holder = ?", (c["name"],)).fetchone():
-                    problems.append(f"{c['name']} is {c['state']} but holds a unit")
-            for u in self._rows("SELECT DISTINCT user, role FROM containers"):
-                quota = self._limits(u["role"], u["user"]).gpu.quota
-                held = self._held_weight(u["user"])
-                if quota is not None and held > quota + EPSILON:
-                    problems.append(f"{u['user']} holds {held:.3f} GPU-eq over a quota of {quota}")
-            for q in self._rows("SELECT * FROM queue WHERE state = 'reserved'"):
-                if not self.db.execute(
-                    "SELECT 1 FROM units WHERE uuid = ? AND reserved_for = ?", (q["unit"], q["id"])
-                ).fetchone():
-                    problems.append(f"queue entry {q['id']} is reserved but its unit is not")
-            for u in self._rows("SELECT * FROM units WHERE reserved_for IS NOT NULL"):
-                if u["holder"] is not None:
-                    problems.append(f"{u['uuid']} is both held and reserved")
-            for u in self._rows("SELECT DISTINCT user FROM queue WHERE state = 'reserved'"):
-                role = self._rows(
-                    "SELECT role FROM queue WHERE user = ? AND state = 'reserved'", (u["user"],)
-                )[0]["role"]
-                quota = self._limits(role, u["user"]).gpu.quota
-                committed = self._committed_weight(u["user"])
-                if quota is not None and committed > quota + EPSILON:
-                    problems.append(
-                        f"{u['user']} holds and is reserved {committed:.3f} GPU-eq over a quota "
-                        f"of {quota}"
-                    )
-            problems += self._physical_gpu_problems()
-        return problems
-
-    def _physical_gpu_problems(self) -> list[str]:
-        """One physical GPU is never handed out twice over: what is held on it
-        weighs at most 1, and its whole-GPU unit and a MIG slice of it are
-        never held at once (across re-partitioning, present or not)."""
-        problems = []
-        for g in self._rows(
-            "SELECT gpu_index, sum(weight) AS weight, "
-            "sum(profile IS NULL) AS whole, sum(profile IS NOT NULL) AS slices, "
-            "group_concat(DISTINCT present) AS present "
-            "FROM units WHERE holder IS NOT NULL GROUP BY gpu_index"
-        ):
-            if g["weight"] > 1 + EPSILON:
-                problems.append(f"GPU {g['gpu_index']} has {g['weight']:.3f} GPU-eq held")
-            if g["whole"] and g["slices"]:
-                problems.append(f"GPU {g['gpu_index']} is held whole and as MIG slices at once")
-            elif "," in (g["present"] or ""):
-                problems.append(
-                    f"GPU {g['gpu_index']} has units of its old and its new layout held at once"
-                )
-        return problems
