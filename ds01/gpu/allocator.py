@@ -18,7 +18,9 @@ is rewritten (:mod:`ds01.gpu.snapshot`). Placement is a pure function
 (:mod:`ds01.gpu.placement`); refusals and records are in
 :mod:`ds01.gpu.results`; the queue's decisions in :mod:`ds01.gpu.queue` and
 the invariants in :mod:`ds01.gpu.invariants`. This module is the lease state
-machine (assign, allocate, release, forget, expiry, layout sync). A unit's holder is a single column, so no unit can ever be held by two
+machine (assign, allocate, release, forget, expiry, layout sync).
+
+A unit's holder is a single column, so no unit can ever be held by two
 containers. Quotas, in GPU-equivalents, are checked inside the same
 transaction that reserves; what is reserved for a user by the queue counts
 against their quota too. A physical GPU is never handed out twice over: while
