@@ -42,8 +42,9 @@ if gpus and not host.get_fact(Which, command="nvidia-ctk"):
     )
 
 state = f"{gpu.state_dir}/gpu"
-files.directory(name=f"GPU allocator state {state}", path=state,
-                user="root", group="root", mode="0755")  # fmt: skip
+# Root's alone: users read the status snapshot in gpu.runtime_dir instead.
+files.directory(name=f"GPU allocator state {state} (root only)", path=state,
+                user="root", group="root", mode="0700")  # fmt: skip
 files.template(
     name=f"GPU status directory {gpu.runtime_dir} at boot: /etc/tmpfiles.d/ds01-gpu.conf",
     src=str(TEMPLATES / "ds01-gpu.tmpfiles.j2"), dest="/etc/tmpfiles.d/ds01-gpu.conf",

@@ -336,8 +336,13 @@ class Storage(Strict):
 
 class SimulatedGpu(Strict):
     name: str
+    # The board's stable identity (as a real GPU's serial number): its UUID is
+    # derived from it, so removing or reordering GPUs renames no other one.
+    # Required when more than one GPU is simulated.
+    serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] | None = None
     memory: Size
     mig_slices: int = Field(ge=1)  # compute slices of a MIG-capable GPU (7 on A100/H100)
+    memory_slices: int = Field(default=8, ge=1)  # memory slices (8 on A100/H100/H200)
     mig: list[Annotated[str, Field(pattern=r"^[1-9]g\.\d+gb$")]] | None  # null: MIG off
 
     @model_validator(mode="after")
@@ -361,6 +366,22 @@ class Gpu(Strict):
     reconcile_interval: Duration
     # Users who may open /dev/nvidia* outside containers (besides root).
     bare_metal_roles: list[Name]
+    # How long the allocator keeps its event log and ended queue entries.
+    history_retention: Duration = 30 * 86400
+
+    @model_validator(mode="after")
+    def _serials(self) -> Gpu:
+        serials = [g.serial for g in self.simulated]
+        if len(serials) > 1:
+            for i, serial in enumerate(serials):
+                if serial is None:
+                    raise ValueError(
+                        f"simulated[{i}].serial is missing: with several simulated GPUs each "
+                        "needs a serial (its UUID is derived from it, not from its position)"
+                    )
+                if serials.index(serial) != i:
+                    raise ValueError(f"simulated[{i}].serial {serial!r} is used twice")
+        return self
 
 
 class ImagePrune(Strict):

@@ -9,6 +9,5 @@
   forwarding what is allowed to the real socket, streaming and hijack included
 - ``gpu``: glue to the GPU allocator (assign on create, allocate on start,
   release on stop via the event stream, forget on remove)
-- ``containers``: the ``Containers`` protocol over the real socket (reconciler, reaper)
 - ``prune``: image hygiene; ``cli``: the user commands
 """

@@ -2,7 +2,8 @@
 
 create  -> ``assign``: the container gets concrete units (``ds01.gpu`` label,
            ``NVIDIA_VISIBLE_DEVICES`` and, with real GPUs, a device request
-           naming exactly those UUIDs);
+           naming exactly those UUIDs); a refused create -> ``forget``, only
+           when :class:`Assigned` says this create made the assignment;
 start   -> ``allocate``, or the start is refused with the allocator's message;
 die     -> ``release`` (from the daemon's event stream, so a container that
            exits by itself or is stopped through the real socket is seen too);
@@ -30,13 +31,23 @@ from ds01.docker.policy import Caller, GpuRequest
 log = logging.getLogger("ds01.docker.gpu")
 
 
+EVENT_FILTERS = {"type": ["container"], "event": ["die", "destroy"], "label": [rules.GPU]}
+
+
 @dataclass(frozen=True)
 class Assigned:
+    """What a create was given.
+
+    + uuids: the units, in the order the container sees them
+    + created: this create recorded the assignment. False when the name
+      already had it (a retried create, or a second ``docker create --name X``
+      of a running X): after a refused create the service forgets the
+      assignment only when ``created``, so it never frees a unit it did not
+      hand out.
+    """
+
     uuids: list[str]
-    created: bool  # False: the assignment existed before this create
-
-
-EVENT_FILTERS = {"type": ["container"], "event": ["die", "destroy"], "label": [rules.GPU]}
+    created: bool
 
 
 class GpuGlue:
@@ -78,7 +89,7 @@ class GpuGlue:
         a = await self._call(
             "assign", name, caller.name, caller.role or rules.ADMIN_ROLE, req.count, req.kind
         )
-        return Assigned([u.uuid for u in a.units], created=True)
+        return Assigned([u.uuid for u in a.units], a.created)
 
     async def allocate(self, name: str) -> None:
         await self._call("allocate", name)

@@ -11,198 +11,61 @@ States of a container's GPU units, as the admin defined them:
 * ``released``: stopped; the units are back in the pool (or reserved for the
   head of the queue). A later start tries to allocate the same targets again.
 
-Every decision is one ``BEGIN IMMEDIATE`` transaction on a SQLite database in
-WAL mode, so concurrent callers (processes) are serialised by SQLite itself
-and a caller killed mid-decision leaves nothing half-done. A unit's holder is
-a single column, so no unit can ever be held by two containers. Quotas, in
-GPU-equivalents, are checked inside the same transaction that reserves.
+Every decision is one transaction of the store (:mod:`ds01.gpu.store`: SQLite
+in WAL mode, ``BEGIN IMMEDIATE`` behind an ``flock``), so a caller killed
+mid-decision leaves nothing half-done; after each COMMIT the status snapshot
+is rewritten (:mod:`ds01.gpu.snapshot`). Placement is a pure function
+(:mod:`ds01.gpu.placement`); refusals and records are in
+:mod:`ds01.gpu.results`; the queue's decisions in :mod:`ds01.gpu.queue` and
+the invariants in :mod:`ds01.gpu.invariants`. This module is the lease state
+machine (assign, allocate, release, forget, expiry, layout sync).
 
-The queue: a user waits for a unit of a kind (any, ``gpu`` for a whole GPU, or
-a MIG profile). When such a unit is free it is *reserved* for the head of the
-queue (highest role priority, then earliest arrival) for
-``gpu.queue_reservation``; others are blocked from it meanwhile. An expired
-reservation passes to the next in line.
+A unit's holder is a single column, so no unit can ever be held by two
+containers. Quotas, in GPU-equivalents, are checked inside the same
+transaction that reserves; what is reserved for a user by the queue counts
+against their quota too. A physical GPU is never handed out twice over: while
+a unit of its previous partitioning is still held, none of its new units is.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import logging
 import math
 import os
-import sqlite3
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
 
 from ds01.config import Policy
+from ds01.gpu import placement
+from ds01.gpu.invariants import InvariantsMixin
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
+from ds01.gpu.placement import EPSILON
+from ds01.gpu.queue import QueueMixin
+from ds01.gpu.results import (
+    Assignment,
+    GpuBlocked,
+    GpuDenied,
+    GpuError,
+    GpuUnknown,
+    QueueEntry,
+    ReaperState,
+    UnitStatus,
+    describe,
+    when,
+)
+from ds01.gpu.snapshot import SNAPSHOT_NAME, snapshot_path, write_snapshot
+from ds01.gpu.store import DB_NAME, ContainerRow, Store, UnitRow
 
-EPSILON = 1e-9  # GPU-equivalents are sums of sevenths: compare with a tolerance
-SCHEMA_VERSION = 1
-DB_NAME = "gpu/allocator.sqlite3"
-# Ordinary users cannot open a WAL database read-only once its last writer has
-# closed it, so every write transaction leaves a world-readable copy of the
-# status in gpu.runtime_dir (tmpfs: a rename there costs no disk flush);
-# `ds01 gpu status` reads it when not root.
-SNAPSHOT_NAME = "status.json"
+# The allocator's contract, importable from here as before the split.
+__all__ = [
+    "Allocator", "Assignment", "GpuBlocked", "GpuDenied", "GpuError", "GpuUnknown",
+    "QueueEntry", "ReaperState", "UnitStatus", "describe", "snapshot_path", "when",
+]  # fmt: skip
 
-
-def snapshot_path(policy: Policy) -> str:
-    return os.path.join(policy.gpu.runtime_dir, SNAPSHOT_NAME)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS units (
-    uuid TEXT PRIMARY KEY,
-    gpu_index INTEGER NOT NULL,
-    position INTEGER NOT NULL DEFAULT 0,  -- order in the layout (placement order)
-    profile TEXT,                        -- NULL: a whole GPU
-    weight REAL NOT NULL CHECK (weight > 0 AND weight <= 1),
-    present INTEGER NOT NULL DEFAULT 1,  -- 0: gone from the layout (re-partitioned)
-    drained INTEGER NOT NULL DEFAULT 0,  -- 1: an admin took it out of the pool
-    drained_by TEXT,
-    holder TEXT REFERENCES containers(name),  -- the one container holding it
-    held_since REAL,
-    reserved_for INTEGER REFERENCES queue(id),  -- the queue entry it waits for
-    reserved_until REAL
-);
-CREATE TABLE IF NOT EXISTS containers (
-    name TEXT PRIMARY KEY,
-    user TEXT NOT NULL,
-    role TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('assigned', 'allocated', 'held', 'released')),
-    kind TEXT,
-    count INTEGER NOT NULL,
-    assigned_at REAL NOT NULL,
-    allocated_at REAL,
-    stopped_at REAL,
-    release_at REAL
-);
-CREATE TABLE IF NOT EXISTS targets (
-    container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
-    uuid TEXT NOT NULL REFERENCES units(uuid),
-    PRIMARY KEY (container, uuid)
-);
-CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
-    role TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    kind TEXT,                           -- NULL: any unit the role may use
-    enqueued_at REAL NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('waiting', 'reserved', 'done', 'expired', 'cancelled')),
-    unit TEXT,
-    reserved_until REAL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    what TEXT NOT NULL,
-    container TEXT,
-    user TEXT,
-    unit TEXT,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per container
-    container TEXT PRIMARY KEY REFERENCES containers(name) ON DELETE CASCADE,
-    idle_checks INTEGER NOT NULL DEFAULT 0,
-    idle_since REAL,
-    last_check REAL,
-    last_net INTEGER,
-    warned_at REAL,
-    warning TEXT
-);
-CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
-CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
-CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
-"""
-
-
-# --------------------------------------------------------------------------
-# Errors and results (the contract with the docker access layer)
-# --------------------------------------------------------------------------
-
-
-class GpuError(Exception):
-    """Every allocator refusal; ``message`` is written for the user."""
-
-    def __init__(self, message: str):
-        self.message = message
-        super().__init__(message)
-
-
-class GpuDenied(GpuError):
-    """The request is not allowed (quota, role, kind) or nothing fits now."""
-
-
-class GpuBlocked(GpuError):
-    """The container's target unit is held or reserved by someone else."""
-
-
-class GpuUnknown(GpuError):
-    """The allocator has no record of the container or unit named."""
-
-
-@dataclass(frozen=True)
-class Assignment:
-    container: str
-    user: str
-    role: str
-    state: str  # assigned | allocated | held | released
-    units: list[Unit]
-    kind: str | None = None
-    assigned_at: float | None = None
-    allocated_at: float | None = None
-    release_at: float | None = None  # when a held container's units go back
-
-    @property
-    def weight(self) -> float:
-        return sum(u.weight for u in self.units)
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    id: int
-    user: str
-    role: str
-    priority: int
-    kind: str | None
-    enqueued_at: float
-    state: str  # waiting | reserved
-    position: int  # 1 is the head of its kind's line
-    unit: str | None = None
-    reserved_until: float | None = None
-
-
-@dataclass(frozen=True)
-class UnitStatus:
-    unit: Unit
-    state: str  # free | assigned | allocated | held | reserved | drained | missing
-    holder: str | None = None  # container
-    user: str | None = None
-    since: float | None = None
-    release_at: float | None = None
-    reserved_for: str | None = None
-    reserved_until: float | None = None
-    targeted_by: list[str] = field(default_factory=list)
-
-
-def when(t: float | None) -> str:
-    """A timestamp as users read it: ``2026-11-29 20:41 UTC``."""
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def describe(unit: Unit) -> str:
-    """``GPU 2 slice 1g.5gb (MIG-...)`` or ``GPU 0 (GPU-...)``."""
-    what = f"GPU {unit.gpu_index}" + (f" slice {unit.profile}" if unit.profile else "")
-    return f"{what} ({unit.uuid})"
+T = TypeVar("T")
+log = logging.getLogger("ds01.gpu.allocator")
 
 
 def _eq(x: float) -> str:
@@ -214,7 +77,7 @@ def _eq(x: float) -> str:
 # --------------------------------------------------------------------------
 
 
-class Allocator:
+class Allocator(QueueMixin, InvariantsMixin):
     """
     + policy: the validated policy (roles' GPU limits, queue reservation time)
     + db_path: the SQLite file; default ``<gpu.state_dir>/gpu/allocator.sqlite3``
@@ -242,92 +105,77 @@ class Allocator:
             if db_path is None
             else os.path.join(os.path.dirname(self.path), SNAPSHOT_NAME)
         )
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         os.makedirs(os.path.dirname(self.snapshot_path), mode=0o755, exist_ok=True)
-        # Writers queue on this lock before BEGIN IMMEDIATE: the kernel wakes the
-        # next one at once, where SQLite's busy handler would poll with sleeps.
-        self.lock = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
-        self.db.execute("PRAGMA foreign_keys=ON")
+        self.store = Store(self.path, clock, self._after_commit)
+        self.db = self.store.db
         with self._tx():
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             empty = self.db.execute("SELECT count(*) FROM units").fetchone()[0] == 0
         if empty:
             from ds01.gpu.backend import backend_for
 
             self.sync_layout((backend or backend_for(policy)).read())
         if not os.path.exists(self.snapshot_path):  # /run is empty after a reboot
-            with self._tx():
+            with self.store.locked():
                 self._write_snapshot()
 
     def close(self) -> None:
-        self.db.close()
-        os.close(self.lock)
+        self.store.close()
 
-    # -- transactions ------------------------------------------------------
+    # -- the store ---------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One decision: BEGIN IMMEDIATE ... COMMIT. A refusal (GpuError) still
-        commits the housekeeping done before it (expiries); any other error
-        rolls everything back."""
-        fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by the kernel if we are killed
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            changes = self.db.total_changes
-            try:
-                yield self.db
-            except GpuError:
-                self._commit(changes)
-                raise
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self._commit(changes)
-        finally:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
+    def _tx(self):
+        return self.store.tx()
 
-    def _commit(self, changes_before: int) -> None:
-        if self.db.total_changes != changes_before:
-            self._write_snapshot()  # under the write lock: snapshots cannot overtake
-        self.db.execute("COMMIT")
+    def _read(self):
+        return self.store.read()
 
-    def _write_snapshot(self) -> None:
-        data = json.dumps(self._snapshot(), separators=(",", ":"))
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.snapshot_path), prefix=".status.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.snapshot_path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-
-    def transaction(self):
-        """A write transaction for the reconciler's own bookkeeping."""
-        return self._tx()
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for reading (no lock on writers)."""
-        self.db.execute("BEGIN")
-        try:
-            yield self.db
-        finally:
-            self.db.execute("COMMIT")
+    def _rows(self, sql: str, args=()) -> list[dict]:
+        return self.store.rows(sql, args)
 
     def _event(self, what: str, container=None, user=None, unit=None, detail=None) -> None:
-        self.db.execute(
-            "INSERT INTO events(at, what, container, user, unit, detail) VALUES (?,?,?,?,?,?)",
-            (self.clock(), what, container, user, unit, detail),
-        )
+        self.store.event(what, container, user, unit, detail)
+
+    def _after_commit(self, changed: bool) -> None:
+        if not changed:
+            return
+        try:
+            self._write_snapshot()
+        except OSError as e:
+            # The decision is committed: failing its caller now would be a lie.
+            # The snapshot stays at the previous decision until a writer that
+            # can write it (the reconciler, every gpu.reconcile_interval) does.
+            log.warning("GPU status snapshot %s not written: %s", self.snapshot_path, e)
+
+    def _write_snapshot(self) -> None:
+        with self._read():
+            data = self._snapshot()
+        write_snapshot(self.snapshot_path, data)
+
+    def transaction(self):
+        """A raw write transaction (tests, repairs by hand)."""
+        return self._tx()
+
+    def update_reaper(
+        self, container: str, step: Callable[[ReaperState], tuple[ReaperState, T]]
+    ) -> T:
+        """The reaper's state of ``container`` through ``step`` (which returns the
+        new state and a result), read and stored in one transaction."""
+        with self._tx():
+            rows = self._rows("SELECT * FROM reaper WHERE container = ?", (container,))
+            old = (
+                ReaperState(**{k: v for k, v in rows[0].items() if k != "container"})
+                if rows
+                else None
+            )
+            new, result = step(old or ReaperState())
+            if new != old:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO reaper(container, idle_checks, idle_since, "
+                    "last_check, last_net, warned_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (container, new.idle_checks, new.idle_since, new.last_check, new.last_net,
+                     new.warned_at, new.warning),
+                )  # fmt: skip
+            return result
 
     # -- policy helpers ------------------------------------------------------
 
@@ -372,16 +220,11 @@ class Allocator:
     def _unit(row) -> Unit:
         return Unit(row["uuid"], row["gpu_index"], row["profile"], row["weight"])
 
-    def _rows(self, sql: str, args=()) -> list[sqlite3.Row]:
-        cur = self.db.execute(sql, args)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]  # type: ignore[misc]
-
-    def _container(self, name: str) -> dict | None:
+    def _container(self, name: str) -> ContainerRow | None:
         rows = self._rows("SELECT * FROM containers WHERE name = ?", (name,))
         return rows[0] if rows else None
 
-    def _targets(self, name: str) -> list[dict]:
+    def _targets(self, name: str) -> list[UnitRow]:
         return self._rows(
             "SELECT u.* FROM targets t JOIN units u ON u.uuid = t.uuid WHERE t.container = ? "
             "ORDER BY u.gpu_index, u.position",
@@ -392,6 +235,9 @@ class Allocator:
         c = self._container(name)
         if c is None:
             raise GpuUnknown(f"container '{name}' has no GPU assignment")
+        since = self.db.execute(
+            "SELECT min(held_since) FROM units WHERE holder = ?", (name,)
+        ).fetchone()[0]
         return Assignment(
             container=c["name"],
             user=c["user"],
@@ -402,6 +248,7 @@ class Allocator:
             assigned_at=c["assigned_at"],
             allocated_at=c["allocated_at"],
             release_at=c["release_at"],
+            leased_since=since,
         )
 
     # -- housekeeping inside every decision ----------------------------------
@@ -441,45 +288,17 @@ class Allocator:
             self._event("reservation expired", user=q["user"], unit=q["unit"])
         self._dispatch(now)
 
-    def _dispatch(self, now: float) -> None:
-        """Reserve every free, unreserved unit for the first waiting entry it suits."""
-        waiting = self._rows(
-            "SELECT * FROM queue WHERE state = 'waiting' ORDER BY priority DESC, enqueued_at, id"
-        )
-        if not waiting:
-            return
-        free = self._rows(
-            "SELECT * FROM units WHERE holder IS NULL AND reserved_for IS NULL AND present = 1 "
-            "AND drained = 0 ORDER BY gpu_index, position"
-        )
-        until = now + self.policy.gpu.queue_reservation
-        for row in free:
-            unit = self._unit(row)
-            for q in waiting:
-                if q["state"] != "waiting" or not self._allowed(
-                    unit, q["kind"], q["role"], q["user"]
-                ):
-                    continue
-                quota = self._limits(q["role"], q["user"]).gpu.quota
-                if (
-                    quota is not None
-                    and self._held_weight(q["user"]) + unit.weight > quota + EPSILON
-                ):
-                    continue
-                self.db.execute(
-                    "UPDATE units SET reserved_for = ?, reserved_until = ? WHERE uuid = ?",
-                    (q["id"], until, unit.uuid),
-                )
-                self.db.execute(
-                    "UPDATE queue SET state = 'reserved', unit = ?, reserved_until = ? WHERE id = "
-                    "?",
-                    (unit.uuid, until, q["id"]),
-                )
-                q["state"] = "reserved"
-                self._event(
-                    "reserved", user=q["user"], unit=unit.uuid, detail=f"until {when(until)}"
-                )
-                break
+    def _old_layout_in_use(self) -> dict[int, str]:
+        """Physical GPUs (by index) whose previous partitioning is still held:
+        a unit that vanished keeps its holder until release, and until then no
+        unit of the new layout of that GPU may be handed out (a whole GPU and
+        a slice of it must never both be held). Maps index -> holder."""
+        return {
+            r["gpu_index"]: r["holder"]
+            for r in self._rows(
+                "SELECT gpu_index, holder FROM units WHERE present = 0 AND holder IS NOT NULL"
+            )
+        }
 
     # -- the decisions -------------------------------------------------------
 
@@ -488,11 +307,11 @@ class Allocator:
     ) -> Assignment:
         """Choose ``count`` target units for a new container (nothing is reserved).
 
-        Placement: a unit reserved for the user by the queue first, then MIG
-        slices before whole GPUs (whole GPUs stay free for those who need
-        them), smallest first, then the one fewest other containers target.
-        Raises :class:`GpuDenied` when the request is not allowed, would take
-        the user over quota, or nothing free fits."""
+        Placement: :func:`ds01.gpu.placement.order` (the queue reserves the same way).
+        ``created`` on the result is False when the name already had this
+        assignment (nothing was recorded by this call). Raises
+        :class:`GpuDenied` when the request is not allowed, would take the user
+        over quota, or nothing free fits."""
         if not container or not user:
             raise GpuDenied("a container name and a user are required")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -512,7 +331,10 @@ class Allocator:
             existing = self._container(container)
             if existing is not None:
                 if (existing["user"], existing["kind"], existing["count"]) == (user, kind, count):
-                    return self._assignment(container)  # a retried create
+                    # A retried create, or a second create of a name in use:
+                    # the caller cannot tell which, so it is told this call
+                    # created nothing (created=False) and must not forget it.
+                    return self._assignment(container)
                 raise GpuDenied(f"container '{container}' already has a GPU assignment")
             rows = self._rows(
                 "SELECT u.*, q.user AS reserved_user, "
@@ -522,25 +344,15 @@ class Allocator:
                 "AND (u.reserved_for IS NULL OR q.user = ?)",
                 (user,),
             )
-            candidates = [r for r in rows if self._allowed(self._unit(r), kind, role, user)]
-            candidates.sort(
-                key=lambda r: (
-                    r["reserved_user"] != user,
-                    r["profile"] is None,
-                    r["weight"],
-                    r["targeted"],
-                    r["gpu_index"],
-                    r["position"],
-                )
-            )
+            busy = self._old_layout_in_use()
+            candidates = [
+                r
+                for r in rows
+                if r["gpu_index"] not in busy and self._allowed(self._unit(r), kind, role, user)
+            ]
             held = self._held_weight(user)
             budget = math.inf if limits.quota is None else limits.quota - held
-            chosen: list[dict] = []
-            for r in candidates:
-                if len(chosen) == count:
-                    break
-                if sum(c["weight"] for c in chosen) + r["weight"] <= budget + EPSILON:
-                    chosen.append(r)
+            chosen = placement.choose(candidates, count, budget, user)
             if len(chosen) < count:
                 wanted = "whole GPU" if kind == FULL_GPU else (kind or "GPU unit")
                 if candidates and limits.quota is not None:
@@ -566,7 +378,7 @@ class Allocator:
                     "INSERT INTO targets(container, uuid) VALUES (?, ?)", (container, r["uuid"])
                 )
                 self._event("assigned", container, user, r["uuid"])
-            return self._assignment(container)
+            return replace(self._assignment(container), created=True)
 
     def allocate(self, container: str) -> Assignment:
         """Reserve the container's targets for its exclusive use (at start).
@@ -584,8 +396,30 @@ class Allocator:
                     "the ds01 allocator. Recreate it."
                 )
             if c["state"] == "allocated":
+                # A start of a running container, or a restart whose stop the
+                # event stream has not delivered yet: this start is the
+                # current run, so a stop reported later from before it is late.
+                self.db.execute(
+                    "UPDATE containers SET allocated_at = ? WHERE name = ?", (now, container)
+                )
                 return self._assignment(container)
-            if c["state"] == "held":  # a restart within the grace period
+            targets = self._targets(container)
+            recreate = (
+                "Remove and recreate the container to be assigned a free unit "
+                "(`ds01 gpu status` shows what is free)"
+            )
+            gone = [t for t in targets if not t["present"]]
+            if c["state"] == "held" and gone:
+                # A restart within the hold, but the GPU was re-partitioned
+                # meanwhile: the unit it holds no longer exists. Give it back
+                # (the refusal still commits) rather than run on a ghost.
+                self._free(container)
+                self.db.execute(
+                    "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
+                    (container,),
+                )
+                self._dispatch(now)
+            elif c["state"] == "held":  # a restart within the grace period
                 self.db.execute(
                     "UPDATE containers SET state = 'allocated', allocated_at = ?, stopped_at = "
                     "NULL, "
@@ -594,11 +428,7 @@ class Allocator:
                 )
                 self._event("allocated", container, c["user"], detail="restarted within hold")
                 return self._assignment(container)
-            targets = self._targets(container)
-            recreate = (
-                "Remove and recreate the container to be assigned a free unit "
-                "(`ds01 gpu status` shows what is free)"
-            )
+            busy = self._old_layout_in_use()
             for t in targets:
                 unit = self._unit(t)
                 if not t["present"]:
@@ -611,6 +441,14 @@ class Allocator:
                         f"{describe(unit)} was taken out of service by "
                         f"{t['drained_by'] or 'an admin'}. "
                         f"{recreate}."
+                    )
+                if t["gpu_index"] in busy and busy[t["gpu_index"]] != container:
+                    h = self._container(busy[t["gpu_index"]])
+                    raise GpuBlocked(
+                        f"GPU {t['gpu_index']} was re-partitioned while "
+                        f"{h['user'] if h else '?'} (container '{busy[t['gpu_index']]}') still "
+                        f"holds a unit of its old layout; {describe(unit)} is free once that "
+                        f"container stops. {recreate}, or wait."
                     )
                 if t["holder"] is not None and t["holder"] != container:
                     h = self._container(t["holder"])
@@ -658,6 +496,7 @@ class Allocator:
                 "release_at = NULL WHERE name = ?",
                 (now, container),
             )
+            self._fit_reservations(c["user"], c["role"], now)
             return self._assignment(container)
 
     def release(
@@ -666,12 +505,20 @@ class Allocator:
         """The container stopped at ``stopped_at`` (default now): its units go
         back after the role's ``gpu_hold_after_stop``, counted from then
         (at once with ``hold=False``: the idle reaper stopped it).
-        Unknown containers and repeated calls are no-ops."""
+        Unknown containers and repeated calls are no-ops, and so is a stop
+        older than the current allocation (a late event of an earlier run)."""
         with self._tx():
             now = self.clock()
             self._expire(now)
             c = self._container(container)
             if c is None or c["state"] != "allocated":
+                return
+            if stopped_at is not None and stopped_at < (c["allocated_at"] or 0):
+                # A stop of an earlier run, reported late (docker stop; docker
+                # start can outrun the event stream): the current run goes on.
+                self._event(
+                    "late stop ignored", container, c["user"], detail=f"stopped {when(stopped_at)}"
+                )
                 return
             stopped = now if stopped_at is None else min(stopped_at, now)
             grace = self._limits(c["role"], c["user"]).lifecycle.gpu_hold_after_stop if hold else 0
@@ -706,90 +553,22 @@ class Allocator:
             self._dispatch(now)
 
     def expire(self) -> None:
-        """Release units whose hold ran out and pass on expired reservations."""
-        with self._tx():
-            self._expire(self.clock())
-
-    # -- queue ---------------------------------------------------------------
-
-    def enqueue(self, user: str, role: str, kind: str | None = None) -> QueueEntry:
-        """Wait for a unit of ``kind``; one free now is reserved at once."""
+        """Release units whose hold ran out, pass on expired reservations, and
+        drop history older than ``gpu.history_retention`` (the reconciler
+        calls this every ``gpu.reconcile_interval``)."""
         with self._tx():
             now = self.clock()
             self._expire(now)
-            self._check_kind(kind, role, user)
-            if self.db.execute(
-                "SELECT 1 FROM queue WHERE user = ? AND kind IS ? AND state IN ('waiting', "
-                "'reserved')",
-                (user, kind),
-            ).fetchone():
-                raise GpuDenied(f"{user} is already in the queue for {kind or 'any unit'}")
-            if not any(
-                self._allowed(self._unit(r), kind, role, user)
-                for r in self._rows("SELECT * FROM units WHERE present = 1")
-            ):
-                raise GpuDenied(f"this server has no {kind or 'GPU unit'} the {role} role may use")
-            cur = self.db.execute(
-                "INSERT INTO queue(user, role, priority, kind, enqueued_at, state) "
-                "VALUES (?, ?, ?, ?, ?, 'waiting')",
-                (user, role, self.policy.roles[role].priority, kind, now),
-            )
-            entry_id = cur.lastrowid
-            self._event("queued", user=user, detail=kind or "any")
-            self._dispatch(now)
-            return next(e for e in self._queue() if e.id == entry_id)
+            self._prune(now)
 
-    def leave(self, user: str, kind: str | None = None, *, any_kind: bool = False) -> int:
-        """Leave the queue (for ``kind``, or every entry); a reservation held is
-        passed to the next in line. Returns how many entries were cancelled."""
-        with self._tx():
-            now = self.clock()
-            self._expire(now)
-            rows = self._rows(
-                "SELECT id FROM queue WHERE user = ? AND state IN ('waiting', 'reserved')"
-                + ("" if any_kind else " AND kind IS ?"),
-                (user,) if any_kind else (user, kind),
-            )
-            for r in rows:
-                self.db.execute(
-                    "UPDATE queue SET state = 'cancelled', ended_at = ? WHERE id = ?",
-                    (now, r["id"]),
-                )
-                self.db.execute(
-                    "UPDATE units SET reserved_for = NULL, reserved_until = NULL WHERE "
-                    "reserved_for = ?",
-                    (r["id"],),
-                )
-            self._dispatch(now)
-            return len(rows)
-
-    def _queue(self) -> list[QueueEntry]:
-        out = []
-        position: dict[str | None, int] = {}
-        for q in self._rows(
-            "SELECT * FROM queue WHERE state IN ('waiting', 'reserved') "
-            "ORDER BY priority DESC, enqueued_at, id"
-        ):
-            position[q["kind"]] = position.get(q["kind"], 0) + 1
-            out.append(
-                QueueEntry(
-                    q["id"],
-                    q["user"],
-                    q["role"],
-                    q["priority"],
-                    q["kind"],
-                    q["enqueued_at"],
-                    q["state"],
-                    position[q["kind"]],
-                    q["unit"],
-                    q["reserved_until"],
-                )
-            )
-        return out
-
-    def queue(self) -> list[QueueEntry]:
-        with self._read():
-            return self._queue()
+    def _prune(self, now: float) -> None:
+        """Events, and queue entries that ended, older than the retention."""
+        before = now - self.policy.gpu.history_retention
+        self.db.execute("DELETE FROM events WHERE at < ?", (before,))
+        self.db.execute(
+            "DELETE FROM queue WHERE state IN ('done', 'expired', 'cancelled') AND ended_at < ?",
+            (before,),
+        )
 
     # -- admin ---------------------------------------------------------------
 
@@ -838,7 +617,7 @@ class Allocator:
             "AND uuid NOT IN (SELECT uuid FROM targets)"
         )
 
-    def _unit_row(self, uuid: str) -> dict:
+    def _unit_row(self, uuid: str) -> UnitRow:
         rows = self._rows("SELECT * FROM units WHERE uuid = ?", (uuid,))
         if not rows:
             raise GpuUnknown(f"no GPU unit {uuid}; `ds01 gpu status` lists them")
@@ -851,13 +630,15 @@ class Allocator:
         missing (their holders keep them until release, their targets are
         blocked at the next start); units that appear join the pool. Returns
         (added, missing) uuids. An empty layout with an error changes nothing:
-        a failed NVML read must not take every GPU away."""
+        a failed NVML read must not take every GPU away, and the units of a
+        GPU that could not be read (``Gpu.error``) stay as they were."""
         if layout.error and not layout.gpus:
             return [], []
+        unread = layout.unread_gpus()
         units = {u.uuid: u for u in layout.units()}
         position = {uuid: i for i, uuid in enumerate(units)}
         with self._tx():
-            known = {r["uuid"]: r for r in self._rows("SELECT uuid, present FROM units")}
+            known = {r["uuid"]: r for r in self._rows("SELECT uuid, present, gpu_index FROM units")}
             added, missing = [], []
             for u in units.values():
                 if u.uuid not in known:
@@ -876,7 +657,7 @@ class Allocator:
                         (u.gpu_index, position[u.uuid], u.profile, u.weight, u.uuid),
                     )
             for uuid, r in known.items():
-                if uuid not in units and r["present"]:
+                if uuid not in units and r["present"] and r["gpu_index"] not in unread:
                     missing.append(uuid)
                     self.db.execute(
                         "UPDATE units SET present = 0, reserved_for = NULL, reserved_until = NULL "
@@ -1008,59 +789,3 @@ class Allocator:
                 )
             )
         return out
-
-    def notices(self, user: str) -> list[str]:
-        """What ``user`` should be told at login: reservations and queue places."""
-        out = []
-        for e in self.queue():
-            if e.user != user:
-                continue
-            if e.state == "reserved":
-                out.append(
-                    f"A {e.kind or 'GPU unit'} ({e.unit}) is reserved for you until "
-                    f"{when(e.reserved_until)}: create and start a container with it before then."
-                )
-            else:
-                out.append(
-                    f"You are number {e.position} in the GPU queue for {e.kind or 'any unit'}."
-                )
-        return out
-
-    def check_invariants(self) -> list[str]:
-        """Every broken invariant, as text (empty when the state is consistent)."""
-        problems = []
-        with self._read():
-            for r in self._rows(
-                "SELECT u.uuid, u.holder, c.state FROM units u LEFT JOIN containers c "
-                "ON c.name = u.holder WHERE u.holder IS NOT NULL"
-            ):
-                if r["state"] not in ("allocated", "held"):
-                    problems.append(f"{r['uuid']} held by {r['holder']} in state {r['state']}")
-                if not self.db.execute(
-                    "SELECT 1 FROM targets WHERE container = ? AND uuid = ?",
-                    (r["holder"], r["uuid"]),
-                ).fetchone():
-                    problems.append(f"{r['uuid']} held by {r['holder']}, which does not target it")
-            for c in self._rows("SELECT * FROM containers WHERE state IN ('allocated', 'held')"):
-                for t in self._targets(c["name"]):
-                    if t["holder"] != c["name"]:
-                        problems.append(
-                            f"{c['name']} is {c['state']} but does not hold {t['uuid']}"
-                        )
-            for c in self._rows("SELECT * FROM containers WHERE state IN ('assigned', 'released')"):
-                if self.db.execute("SELECT 1 FROM units WHERE holder = ?", (c["name"],)).fetchone():
-                    problems.append(f"{c['name']} is {c['state']} but holds a unit")
-            for u in self._rows("SELECT DISTINCT user, role FROM containers"):
-                quota = self._limits(u["role"], u["user"]).gpu.quota
-                held = self._held_weight(u["user"])
-                if quota is not None and held > quota + EPSILON:
-                    problems.append(f"{u['user']} holds {held:.3f} GPU-eq over a quota of {quota}")
-            for q in self._rows("SELECT * FROM queue WHERE state = 'reserved'"):
-                if not self.db.execute(
-                    "SELECT 1 FROM units WHERE uuid = ? AND reserved_for = ?", (q["unit"], q["id"])
-                ).fetchone():
-                    problems.append(f"queue entry {q['id']} is reserved but its unit is not")
-            for u in self._rows("SELECT * FROM units WHERE reserved_for IS NOT NULL"):
-                if u["holder"] is not None:
-                    problems.append(f"{u['uuid']} is both held and reserved")
-        return problems

@@ -26,8 +26,9 @@ import sys
 import time
 
 from ds01.config import DEFAULT_POLICY_PATH, Policy
-from ds01.gpu.allocator import Allocator, GpuError, snapshot_path, when
+from ds01.gpu.allocator import Allocator, GpuError, when
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE
+from ds01.gpu.snapshot import snapshot_path
 
 DS01 = "/usr/local/bin/ds01"  # the path /etc/sudoers.d/ds01-gpu-queue names
 
@@ -70,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     n = gsub.add_parser(
         "notice", parents=[common], help="your GPU reservations, queue places and warnings"
+    )
+    n.add_argument(
+        "--login",
+        action="store_true",
+        help="as at login: print nothing when there is nothing to report",
     )
     n.set_defaults(func=cmd_notice)
 
@@ -161,7 +167,7 @@ def _layout_units(policy: Policy) -> dict[str, dict]:
             "utilization": d.utilization,
             "memory_used": d.memory_used,
             "memory_total": d.memory_total,
-            "processes": len(d.processes),
+            "processes": None if d.processes is None else len(d.processes),
         }
         for uuid, d in backend_for(policy).read().devices_by_unit().items()
     }
@@ -309,7 +315,8 @@ def cmd_queue_leave(args) -> int:
 
 
 def cmd_notice(args) -> int:
-    """Login notice: never fails, prints nothing when there is nothing to say."""
+    """Login notice: never fails. With nothing to say it is silent at login
+    (``--login``) or into a pipe, and says so when run by hand in a terminal."""
     try:
         policy = _policy(args)
         user = _caller()
@@ -329,9 +336,16 @@ def cmd_notice(args) -> int:
                 f"DS01 GPU: you are number {e['position']} in the queue for "
                 f"{e['kind'] or 'any unit'}."
             )
+    said = any(e["user"] == user for e in snap["queue"])
     for w in snap.get("warnings", []):
         if w["user"] == user:
             print(f"DS01 GPU: {w['message']}")
+            said = True
+    if not said and not args.login and sys.stdout.isatty():
+        print(
+            f"DS01 GPU: nothing to report for {user}: no unit reserved for you, no place in "
+            "the queue, no warning (`ds01 gpu status` shows every unit)."
+        )
     return 0
 
 
@@ -398,11 +412,9 @@ def cmd_drain(args) -> int:
 
 
 def _containers(policy: Policy) -> tuple[object | None, str]:
-    """The docker access layer's view of the containers, and why it is missing."""
-    try:
-        from ds01.docker.containers import DockerContainers
-    except ImportError:
-        return None, "ds01.docker is not installed"
+    """The containers as docker lists them, and why they are missing."""
+    from ds01.gpu.containers import DockerContainers
+
     try:
         return DockerContainers(policy.docker.real_socket), ""
     except Exception as e:  # dockerd down: holds and the queue are still kept

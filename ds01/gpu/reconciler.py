@@ -19,14 +19,18 @@ not yet running).
 The idle reaper, per the owner's role (``idle`` and ``lifecycle``): a reading
 every ``idle.check_interval``; a reading is idle when the GPU utilisation of
 every unit the container holds, its CPU use and its network traffic since the
-last reading are all below the role's thresholds. After
+last reading are all below the role's thresholds; a unit with no utilisation
+figure (a MIG device) is idle only when NVML lists no process on it, and an
+unreadable process list is never idle. After
 ``idle.consecutive_checks`` idle readings the container is idle since the first
 of them; once it has been idle for ``lifecycle.idle_timeout`` minus
 ``idle.warn_before_stop`` its owner is warned, and it is stopped (its units
 released at once) when it has been idle for ``lifecycle.idle_timeout`` and the
 warning is at least ``idle.warn_before_stop`` old. Any busy reading clears the
 count and the warning. ``lifecycle.max_runtime`` is enforced the same way:
-warned ``warn_before_stop`` before, stopped at the limit. A reading that cannot
+warned ``warn_before_stop`` before, stopped at the limit; it counts from the
+start of the lease (when the container began holding its units without a
+break: a restart within ``gpu_hold_after_stop`` does not reset it). A reading that cannot
 be taken (no CPU or network figure) counts as busy: missing data never stops
 anyone's work.
 """
@@ -36,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ds01.gpu.allocator import Allocator, Assignment, describe, when
+from ds01.gpu.allocator import Allocator, Assignment, ReaperState, describe, when
 from ds01.gpu.containers import ContainerInfo, Containers
 from ds01.gpu.layout import Layout
 from ds01.units import format_duration
@@ -85,6 +89,7 @@ def reconcile(
     alloc.expire()
     if layout.error:
         report.problems.append(f"GPU layout not read: {layout.error}")
+    report.problems += [g.error for g in layout.gpus if g.error]
     assignments = alloc.assignments()  # before the list: see GRACE
     if containers is not None:
         listed_at = alloc.clock()
@@ -144,7 +149,7 @@ def _foreign_processes(alloc: Allocator, layout: Layout, report: Report) -> None
     held = {s.unit.uuid: s for s in alloc.status()}
     for uuid, procs in layout.processes_by_unit().items():
         s = held.get(uuid)
-        if procs and (s is None or s.holder is None):
+        if procs and (s is None or s.holder is None):  # None (unknown): nothing to report
             pids = ", ".join(str(p.pid) for p in procs)
             where = describe(s.unit) if s else uuid
             report.problems.append(
@@ -163,7 +168,8 @@ def _gpu_busy(layout: Layout, a: Assignment, threshold: int) -> bool:
     for unit in a.units:
         u = util.get(unit.uuid)
         if u is None:  # MIG devices report no utilisation: a process means busy
-            if procs.get(unit.uuid):
+            p = procs.get(unit.uuid)
+            if p is None or p:  # an unknown process list is never idle
                 return True
         elif u >= threshold:
             return True
@@ -181,20 +187,10 @@ def reap(
             continue
         limits = alloc.policy.limits_for(a.role, a.user)
         idle, life = limits.idle, limits.lifecycle
-        with alloc.transaction() as db:
-            row = db.execute(
-                "SELECT idle_checks, idle_since, last_check, last_net, warned_at, warning "
-                "FROM reaper WHERE container = ?",
-                (a.container,),
-            ).fetchone()
-            checks, since, last_check, last_net, warned_at, warning = row or (
-                0,
-                None,
-                None,
-                None,
-                None,
-                None,
-            )
+
+        def step(r: ReaperState, a=a, info=info, idle=idle, life=life):
+            checks, since, last_net = r.idle_checks, r.idle_since, r.last_net
+            warned_at, warning, last_check = r.warned_at, r.warning, r.last_check
             if last_check is None or now - last_check >= idle.check_interval:
                 quiet = (
                     not _gpu_busy(layout, a, idle.gpu_util_percent)
@@ -214,11 +210,9 @@ def reap(
             action = _decide(a, info, idle, life, now, checks, since, warned_at, warning)
             if action is not None and action[0] == "warn":
                 warned_at, warning = now, action[1]
-            db.execute(
-                "INSERT OR REPLACE INTO reaper(container, idle_checks, idle_since, last_check, "
-                "last_net, warned_at, warning) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (a.container, checks, since, last_check, last_net, warned_at, warning),
-            )
+            return ReaperState(checks, since, last_check, last_net, warned_at, warning), action
+
+        action = alloc.update_reaper(a.container, step)
         if action is None:
             continue
         verb, message = action
@@ -250,8 +244,11 @@ def _decide(a, info, idle, life, now, checks, since, warned_at, warning):
                 f"stopped and its GPU released after {when(max(now, since + life.idle_timeout))} "
                 "unless it is used again"
             )
-    if life.max_runtime is not None and info.started_at is not None:
-        deadline = info.started_at + life.max_runtime
+    # Runtime is counted over the lease (the continuous hold of the units),
+    # not docker's run: StartedAt resets on every start, and a restart within
+    # gpu_hold_after_stop keeps the lease.
+    if life.max_runtime is not None and a.leased_since is not None:
+        deadline = a.leased_since + life.max_runtime
         if now >= deadline and warned_long_enough and warning.startswith("runtime"):
             return "stop", (
                 f"stopped container {a.container}: it reached the "

@@ -1,9 +1,12 @@
 """A simulated GPU server described in the policy (``gpu.simulated``).
 
 It drives the tests, the test VM and demos through the same :class:`Layout`
-as the NVML backend. UUIDs are derived from the site name, the GPU index and
-the layout, so they are stable across runs (the allocator's state refers to
-them) and change when the simulated partitioning changes, as on real hardware.
+as the NVML backend. A GPU's UUID is derived from the site name and the GPU's
+``serial`` (its stable identity, as a board's serial number), never from its
+position in the list, so removing one GPU renames no other; a MIG device's
+UUID from its GPU's and its place in the partitioning, so it changes when the
+partitioning changes, as on real hardware. (A lone GPU without a serial is
+keyed by its index, which cannot shift.)
 """
 
 from __future__ import annotations
@@ -24,15 +27,19 @@ def simulated_layout(gpus: list[SimulatedGpu], site: str = "ds01") -> Layout:
     """The layout of ``gpus``; MIG instances are placed left to right."""
     out = []
     for index, spec in enumerate(gpus):
-        gpu_uuid = "GPU-" + _uuid(site, index, spec.name)
+        key = ("serial", spec.serial) if spec.serial is not None else (index, spec.name)
+        gpu_uuid = "GPU-" + _uuid(site, *key)
         instances = []
-        start = 0
+        start = memory_start = 0
         for gi, profile in enumerate(spec.mig or []):
             slices = profile_slices(profile)
-            if start + slices > spec.mig_slices:
+            # Memory slices as NVIDIA sizes them: the GPU's memory in
+            # spec.memory_slices equal parts ("3g.20gb" on a 40 GB A100: 4 of 8).
+            memory = max(1, round(profile_memory(profile) * spec.memory_slices / spec.memory))
+            if start + slices > spec.mig_slices or memory_start + memory > spec.memory_slices:
                 raise ValueError(
                     f"simulated GPU {index}: MIG profiles {spec.mig} need more than its "
-                    f"{spec.mig_slices} slices"
+                    f"{spec.mig_slices} compute and {spec.memory_slices} memory slices"
                 )
             instances.append(
                 MigInstance(
@@ -41,14 +48,16 @@ def simulated_layout(gpus: list[SimulatedGpu], site: str = "ds01") -> Layout:
                     slices=slices,
                     gi_id=gi + 1,
                     ci_id=0,
-                    placement_start=start,
-                    placement_size=slices,
+                    placement_start=memory_start,
+                    placement_size=memory,
                     memory_total=profile_memory(profile),
                     memory_used=0,
                     utilization=None,
+                    gi_slices=slices,
                 )
             )
             start += slices
+            memory_start += memory
         out.append(
             Gpu(
                 index=index,
@@ -61,6 +70,7 @@ def simulated_layout(gpus: list[SimulatedGpu], site: str = "ds01") -> Layout:
                 mig_pending=spec.mig is not None,
                 slices=spec.mig_slices,
                 instances=instances,
+                memory_slices=spec.memory_slices,
             )
         )
     return Layout(backend="simulated", driver=None, gpus=out)

@@ -48,7 +48,7 @@ def client(db: str, snap: str, seed: int, start: float, stop: float, out) -> Non
         steps = [
             (alloc.assign, (name, user, role)),
             (alloc.allocate, (name,)),
-            (alloc.release, (name, 0.0)),  # stopped long ago: released at once
+            (lambda n: alloc.release(n, hold=False), (name,)),  # released at once
             (alloc.forget, (name,)),
         ]
         for step, step_args in steps:

@@ -17,7 +17,6 @@ from conftest import as_user
 pytestmark = pytest.mark.vm
 
 
-
 def wait_for_snapshot(vm, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -49,10 +48,13 @@ def test_service_is_hardened(vm):
 def test_state_is_root_only_except_the_snapshot(vm):
     wait_for_snapshot(vm)
     db = vm.file("/var/lib/ds01/gpu/allocator.sqlite3")
-    assert db.user == "root" and db.mode & 0o022 == 0
+    assert db.user == "root" and db.mode == 0o600
     snap = vm.file("/run/ds01-gpu/status.json")
     assert snap.user == "root" and snap.mode == 0o644
-    assert vm.file("/var/lib/ds01/gpu").mode == 0o755
+    assert vm.file("/var/lib/ds01/gpu").mode == 0o700
+    # Users read the snapshot, never the database (who waits, since when, the reaper's readings).
+    assert as_user(vm, "lt.student", "cat /var/lib/ds01/gpu/allocator.sqlite3").rc != 0
+    assert as_user(vm, "lt.student", "ls /var/lib/ds01/gpu").rc != 0
 
 
 def test_ordinary_user_sees_every_unit(vm):

@@ -78,3 +78,17 @@ def test_nvidia_smi_fallback_mig_modes():
 def test_unexpected_nvidia_smi_line_is_reported():
     fact = GpuLayout().process(["NVIDIA-SMI has failed because it couldn't communicate"])
     assert fact["gpus"] == [] and "unexpected nvidia-smi output" in fact["error"]
+
+
+def test_nvml_memory_slices_weigh_h200_units():
+    """Four 1g.35gb take all 8 memory slices of an H200: one GPU, not 4/7;
+    3g.71gb + 4g.71gb (1/2 + 4/7) are scaled to one GPU."""
+    got = [
+        (u.gpu_index, u.kind, round(u.weight, 4)) for u in units("nvml_fake_pynvml_h200_a100_h100")
+    ]
+    assert got == [
+        (0, "1g.35gb", 0.25), (0, "1g.35gb", 0.25), (0, "1g.35gb", 0.25), (0, "1g.35gb", 0.25),
+        (1, "3g.71gb", round(7 / 15, 4)), (1, "4g.71gb", round(8 / 15, 4)),
+        (2, "1g.10gb+me", round(1 / 7, 4)), (2, "2g.20gb", round(2 / 7, 4)), (2, "3g.40gb", 0.5),
+        (3, "gpu", 1.0),
+    ]  # fmt: skip

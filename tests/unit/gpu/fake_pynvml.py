@@ -2,8 +2,20 @@
 backend without a GPU. It reproduces the behaviours the backend must survive:
 MIG device slots with holes up to the maximum count, handles that go stale
 when a GPU is re-partitioned, readings unsupported on MIG devices, calls made
-before ``nvmlInit``. Error classes are pynvml's own, so ``except`` clauses are
-tested against the real hierarchy."""
+before ``nvmlInit``, and a driver older than nvidia-ml-py (``missing``: C
+symbols the driver lacks). It keeps real NVML's (pynvml's) return types: the
+ctypes structures (``c_nvmlMemory_t``, ``c_nvmlGpuInstanceProfileInfo_v2_t``,
+``c_nvmlDeviceAttributes``, ...), ``str`` names, friendly objects for
+processes, and pynvml's own error classes and codes, so ``except`` clauses are
+tested against the real hierarchy: a missing versioned symbol raises
+``NVMLError_FunctionNotFound``, a missing symbol behind an unversioned call
+that pynvml maps to a newer version raises ``NVMLLibraryMismatchError``.
+
+:data:`MODELS` holds the GPU-instance profiles of the A100-40GB, A100-80GB,
+H100-80GB and H200-141GB as NVML lists them (profile id, name, compute slices,
+placement size in memory slices of 8; memory sizes as nvidia-smi shows them,
+rounded); :func:`model_gpu` builds such a GPU partitioned into given profiles
+at valid placements."""
 
 from __future__ import annotations
 
@@ -12,7 +24,64 @@ from dataclasses import dataclass, field
 
 import pynvml
 
+from ds01.gpu.layout import PROFILE_RE as PROFILE
+
 ERRORS = {n: getattr(pynvml, n) for n in dir(pynvml) if n.startswith("NVMLError")}
+ERRORS["NVMLLibraryMismatchError"] = pynvml.NVMLLibraryMismatchError
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: int  # NVML_GPU_INSTANCE_PROFILE_*
+    name: str
+    slices: int  # compute slices
+    memory_mb: int
+    size: int  # placement size, in memory slices
+
+
+def _profiles(*rows: tuple[int, str, int, int, int]) -> dict[int, Profile]:
+    return {r[0]: Profile(*r) for r in rows}
+
+
+P = pynvml
+MODELS: dict[str, tuple[int, dict[int, Profile]]] = {  # name -> (memory GiB, profiles)
+    "NVIDIA A100-SXM4-40GB": (40, _profiles(
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.5gb", 1, 4864, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.5gb+me", 1, 4864, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.10gb", 1, 9856, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.10gb", 2, 9856, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.20gb", 3, 19968, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.20gb", 4, 19968, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.40gb", 7, 40192, 8),
+    )),
+    "NVIDIA A100-SXM4-80GB": (80, _profiles(
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb", 1, 9728, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me", 1, 9728, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.20gb", 1, 19968, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.20gb", 2, 19968, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.40gb", 3, 40192, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.40gb", 4, 40192, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.80gb", 7, 80896, 8),
+    )),
+    "NVIDIA H100 80GB HBM3": (80, _profiles(
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb", 1, 9984, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me", 1, 9984, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.20gb", 1, 20096, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.20gb", 2, 20096, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.40gb", 3, 40320, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.40gb", 4, 40320, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.80gb", 7, 80768, 8),
+    )),
+    "NVIDIA H200": (141, _profiles(
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.18gb", 1, 16384, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.18gb+me", 1, 16384, 1),
+        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.35gb", 1, 32512, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.35gb", 2, 32512, 2),
+        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.71gb", 3, 66048, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.71gb", 4, 66048, 4),
+        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.141gb", 7, 131584, 8),
+    )),
+}  # fmt: skip
 
 
 @dataclass
@@ -26,6 +95,9 @@ class FakeMig:
     memory_total: int
     memory_used: int = 0
     processes: list[tuple[int, int | None]] = field(default_factory=list)
+    gi_slices: int | None = None  # nvmlDeviceGetAttributes; None: from the name
+    ci_slices: int | None = None
+    processes_denied: bool = False
 
 
 @dataclass
@@ -37,7 +109,8 @@ class FakeGpu:
     utilization: int = 0
     mig: tuple[int, int] | None = None  # (current, pending); None: not MIG-capable
     max_mig: int = 7
-    profiles: dict[int, int] = field(default_factory=dict)  # GI profile id -> slice count
+    # GI profile id -> Profile, or just its slice count (no memory, no placements)
+    profiles: dict[int, Profile | int] = field(default_factory=dict)
     slots: dict[int, FakeMig] = field(default_factory=dict)  # MIG device index -> device
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     processes_denied: bool = False
@@ -50,11 +123,40 @@ class Handle:
     slot: int | None = None
 
 
+def model_gpu(model: str, uuid: str, mig: list[str] | None = None, **kw) -> FakeGpu:
+    """A GPU of ``model`` (a key of :data:`MODELS`); ``mig``: its GPU instances,
+    by profile name, each placed at the first free start aligned to its size,
+    as NVML's placements are (``None``: MIG off)."""
+    gib, profiles = MODELS[model]
+    by_name = {p.name: p for p in profiles.values()}
+    slots: dict[int, FakeMig] = {}
+    used: set[int] = set()
+    for k, name in enumerate(mig or []):
+        p = by_name[name]
+        start = next(s for s in range(0, 8, p.size) if not used & set(range(s, s + p.size)))
+        used |= set(range(start, start + p.size))
+        slots[k] = FakeMig(
+            f"MIG-{uuid}-{k}", f"{model} MIG {name}", k + 1, 0, start, p.size,
+            p.memory_mb * 1024**2, gi_slices=p.slices, ci_slices=p.slices,
+        )  # fmt: skip
+    return FakeGpu(
+        f"GPU-{uuid}", model, gib * 1024**3, mig=(1, 1) if mig is not None else (0, 0),
+        profiles=dict(profiles), slots=slots, **kw,
+    )  # fmt: skip
+
+
 class FakeNvml:
-    def __init__(self, gpus: list[FakeGpu], driver: str = "550.54.15", library: bool = True):
+    def __init__(
+        self,
+        gpus: list[FakeGpu],
+        driver: str = "550.54.15",
+        library: bool = True,
+        missing: frozenset[str] = frozenset(),
+    ):
         self.gpus = gpus
         self.driver = driver
         self.library = library
+        self.missing = set(missing)  # C symbols this "driver" lacks
         self.initialised = 0
         self.inits = 0
         self.generation = 0
@@ -83,8 +185,24 @@ class FakeNvml:
             raise pynvml.NVMLError_NotFound()
         return gpu.slots[h.slot]
 
-    def _procs(self, entries):
-        return [types.SimpleNamespace(pid=pid, usedGpuMemory=mem) for pid, mem in entries]
+    def _symbol(self, name: str) -> None:
+        """pynvml's _nvmlGetFunctionPointer: a symbol the library lacks."""
+        if name in self.missing:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)  # -> _FunctionNotFound
+
+    def _procs(self, entries, struct):
+        out = []
+        for pid, mem in entries:
+            c = struct(pid=pid, usedGpuMemory=mem if mem is not None else 2**64 - 1)
+            obj = pynvml.nvmlStructToFriendlyObject(c)
+            if mem is None:  # NVML_VALUE_NOT_AVAILABLE, as pynvml maps it
+                obj.usedGpuMemory = None
+            out.append(obj)
+        return out
+
+    @staticmethod
+    def _profile(p: Profile | int, pid: int) -> Profile:
+        return p if isinstance(p, Profile) else Profile(pid, f"{p}g", p, 0, 0)
 
     def module(self) -> types.ModuleType:
         m = types.ModuleType("pynvml")
@@ -92,6 +210,7 @@ class FakeNvml:
         m.NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
         m.NVML_DEVICE_MIG_DISABLE = pynvml.NVML_DEVICE_MIG_DISABLE
         m.NVML_GPU_INSTANCE_PROFILE_COUNT = pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT
+        m.c_nvmlGpuInstancePlacement_t = pynvml.c_nvmlGpuInstancePlacement_t
         fake = self
 
         def nvmlInit():
@@ -126,7 +245,7 @@ class FakeNvml:
 
         def nvmlDeviceGetMemoryInfo(h):
             d = fake._mig(h) if h.slot is not None else fake._gpu(h)
-            return types.SimpleNamespace(
+            return pynvml.c_nvmlMemory_t(
                 total=d.memory_total, used=d.memory_used, free=d.memory_total - d.memory_used
             )
 
@@ -137,7 +256,7 @@ class FakeNvml:
             gpu = fake._gpu(h)
             if gpu.mig and gpu.mig[0]:
                 raise pynvml.NVMLError_NotSupported()
-            return types.SimpleNamespace(gpu=gpu.utilization, memory=0)
+            return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization, memory=0)
 
         def nvmlDeviceGetMigMode(h):
             gpu = fake._gpu(h)
@@ -146,12 +265,63 @@ class FakeNvml:
             return list(gpu.mig)
 
         def nvmlDeviceGetGpuInstanceProfileInfo(h, profile, version=2):
+            if version not in (1, 2):
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+            fake._symbol(
+                "nvmlDeviceGetGpuInstanceProfileInfoV"
+                if version == 2
+                else "nvmlDeviceGetGpuInstanceProfileInfo"
+            )
             gpu = fake._gpu(h)
             if gpu.mig is None:
                 raise pynvml.NVMLError_NotSupported()
             if profile not in gpu.profiles:
                 raise pynvml.NVMLError_InvalidArgument()
-            return types.SimpleNamespace(id=profile, sliceCount=gpu.profiles[profile])
+            p = fake._profile(gpu.profiles[profile], profile)
+            if version == 1:
+                c = pynvml.c_nvmlGpuInstanceProfileInfo_t()
+            else:
+                c = pynvml.c_nvmlGpuInstanceProfileInfo_v2_t()
+                c.name = f"MIG {p.name}".encode()
+            c.id, c.sliceCount, c.memorySizeMB, c.instanceCount = p.id, p.slices, p.memory_mb, 1
+            return c
+
+        def nvmlDeviceGetGpuInstancePossiblePlacements(h, profile, placements, count):
+            fake._symbol("nvmlDeviceGetGpuInstancePossiblePlacements_v2")
+            gpu = fake._gpu(h)
+            if gpu.mig is None:
+                raise pynvml.NVMLError_NotSupported()
+            if profile not in gpu.profiles:
+                raise pynvml.NVMLError_InvalidArgument()
+            p = fake._profile(gpu.profiles[profile], profile)
+            if not p.size:
+                raise pynvml.NVMLError_NotSupported()
+            starts = list(range(0, 8, p.size))[: 8 // p.size]
+            n = count._obj  # ctypes.byref(c_uint)
+            if placements is None:
+                n.value = len(starts)
+                return pynvml.NVML_SUCCESS
+            if n.value < len(starts):
+                n.value = len(starts)
+                raise pynvml.NVMLError_InsufficientSize()
+            for i, start in enumerate(starts):
+                placements[i].start, placements[i].size = start, p.size
+            n.value = len(starts)
+            return pynvml.NVML_SUCCESS
+
+        def nvmlDeviceGetAttributes(h):
+            fake._symbol("nvmlDeviceGetAttributes_v2")
+            if h.slot is None:
+                fake._gpu(h)
+                raise pynvml.NVMLError_NotSupported()  # MIG device handles only
+            mig = fake._mig(h)
+            c = pynvml.c_nvmlDeviceAttributes()
+            named = PROFILE.search(mig.name)
+            gi = mig.gi_slices or (int(named.group("gi")) if named else 0)
+            ci = mig.ci_slices or (int(named.group("ci") or named.group("gi")) if named else 0)
+            c.gpuInstanceSliceCount, c.computeInstanceSliceCount = gi, ci
+            c.memorySizeMB = mig.memory_total // 1024**2
+            return c
 
         def nvmlDeviceGetMaxMigDeviceCount(h):
             gpu = fake._gpu(h)
@@ -186,17 +356,32 @@ class FakeNvml:
 
         def nvmlGpuInstanceGetInfo(gi):
             mig = fake._mig(gi)
-            return types.SimpleNamespace(
-                id=mig.gi_id, placement=types.SimpleNamespace(start=mig.start, size=mig.size)
+            return pynvml.c_nvmlGpuInstanceInfo_t(
+                id=mig.gi_id,
+                placement=pynvml.c_nvmlGpuInstancePlacement_t(start=mig.start, size=mig.size),
             )
 
-        def nvmlDeviceGetComputeRunningProcesses(h):
-            if h.slot is not None:
-                return fake._procs(fake._mig(h).processes)
-            gpu = fake._gpu(h)
-            if gpu.processes_denied:
+        def _running(h, symbol, struct):
+            fake._symbol(symbol)
+            d = fake._mig(h) if h.slot is not None else fake._gpu(h)
+            if d.processes_denied:
                 raise pynvml.NVMLError_NoPermission()
-            return fake._procs(gpu.processes)
+            return fake._procs(d.processes, struct)
+
+        def nvmlDeviceGetComputeRunningProcesses_v3(h):
+            return _running(h, "nvmlDeviceGetComputeRunningProcesses_v3",
+                            pynvml.c_nvmlProcessInfo_v3_t)  # fmt: skip
+
+        def nvmlDeviceGetComputeRunningProcesses_v2(h):
+            return _running(h, "nvmlDeviceGetComputeRunningProcesses_v2",
+                            pynvml.c_nvmlProcessInfo_v2_t)  # fmt: skip
+
+        # pynvml's own wrapper: the unversioned name maps to _v3 and turns a
+        # missing symbol into NVMLLibraryMismatchError (not an NVMLError)
+        nvmlDeviceGetComputeRunningProcesses = pynvml.throwOnVersionMismatch(
+            nvmlDeviceGetComputeRunningProcesses_v3
+        )
+        nvmlDeviceGetComputeRunningProcesses.__name__ = "nvmlDeviceGetComputeRunningProcesses"
 
         for f in list(locals().values()):
             if callable(f) and getattr(f, "__name__", "").startswith("nvml"):

@@ -44,8 +44,6 @@ KINDS = [None, None, None, "1g.5gb", "2g.10gb", "3g.20gb", "gpu"]
 def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
     """One random decision on behalf of a random user; returns what it did.
     Raises AssertionError when a promise of the allocator is broken."""
-    import time
-
     from ds01.gpu.allocator import GpuError
 
     op = rng.choice(["assign", "assign", "allocate", "allocate", "release", "forget", "queue"])
@@ -64,7 +62,7 @@ def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
             holders = {s.unit.uuid: s.holder for s in alloc.status()}
             assert all(holders[u.uuid] == name for u in a.units), "allocated but not holding"
         elif op == "release":
-            alloc.release(name, stopped_at=time.time() - 10**6)  # past any hold: released now
+            alloc.release(name, hold=False)  # no hold: released now
             assert not any(s.holder == name for s in alloc.status()), "release kept a unit"
         elif op == "forget":
             alloc.forget(name)
@@ -100,8 +98,8 @@ def worker(
                 in_tx.value = 1
             time.sleep(random.random() * 0.02)  # still inside BEGIN IMMEDIATE
 
-        def _commit(self, changes_before):
-            super()._commit(changes_before)
+        def _after_commit(self, changed):
+            super()._after_commit(changed)
             if in_tx is not None:
                 in_tx.value = 0
 

@@ -50,7 +50,8 @@ def test_specific_profile_and_several_units(alloc):
     a = alloc.assign("c1", "j.doe", "researcher", count=2, kind="2g.10gb")
     assert kinds(a) == ["2g.10gb", "2g.10gb"]
     assert len({u.uuid for u in a.units}) == 2
-    assert a.weight == pytest.approx(4 / 7)
+    # GPU 2 (3g+2g+1g+1g, shares 15/14 scaled to 1) weighs its 2g at 4/15, GPU 3 at 2/7
+    assert a.weight == pytest.approx(4 / 15 + 2 / 7)
 
 
 @pytest.mark.parametrize(
@@ -101,20 +102,27 @@ def test_fractional_quota_is_exact_at_the_boundary(alloc):
 
 
 def test_over_quota_request_names_the_numbers(alloc):
-    """c.rivera's override (3.0) holds 2 GPUs + 3g + 2g + 2g = 21/7 = 3.0 exactly."""
-    for name, kind, count in [("a", "gpu", 2), ("b", "3g.20gb", 1), ("c", "2g.10gb", 2)]:
+    """c.rivera's override (3.0) holds 2 GPUs and all of GPU 2 (3g + 2g + 1g + 1g,
+    whose shares 1/2 + 2/7 + 1/7 + 1/7 are scaled to weigh one GPU) = 3.0 exactly."""
+    for name, kind, count in [
+        ("a", "gpu", 2),
+        ("b", "3g.20gb", 1),
+        ("c", "2g.10gb", 1),
+        ("d", "1g.5gb", 2),
+    ]:
         alloc.assign(name, "c.rivera", "researcher", count=count, kind=kind)
         alloc.allocate(name)
     with pytest.raises(GpuDenied) as e:
-        alloc.assign("d", "c.rivera", "researcher")
+        alloc.assign("e", "c.rivera", "researcher")
     assert "c.rivera (researcher) holds 3 of a 3 GPU-equivalent quota" in e.value.message
 
 
 def test_quota_checked_again_when_the_reservation_is_made(alloc):
     """Assigned containers reserve nothing: two that each fit cannot both run."""
-    for name, kind, count in [("a", "gpu", 2), ("b", "3g.20gb", 1), ("c", "2g.10gb", 1)]:
+    for name, kind, count in [("a", "gpu", 2), ("b", "2g.10gb", 2)]:
         alloc.assign(name, "c.rivera", "researcher", count=count, kind=kind)
-        alloc.allocate(name)  # 19/7 of 21/7 held
+        alloc.allocate(name)  # 2 + 4/15 (GPU 2) + 2/7 (GPU 3) of 3 held
+    # x and y each target one more 2g.10gb of GPU 3 (2/7): each fits, both do not
     x = alloc.assign("x", "c.rivera", "researcher", kind="2g.10gb")
     y = alloc.assign("y", "c.rivera", "researcher", kind="2g.10gb")
     assert x.units != y.units
@@ -186,6 +194,7 @@ def test_hold_after_stop_then_release(alloc, clock):
 def test_hold_counts_from_when_the_container_stopped(alloc, clock):
     alloc.assign("c1", "123456", "student")
     alloc.allocate("c1")
+    clock.advance(60 * MIN)
     alloc.release("c1", stopped_at=clock.t - 20 * MIN)  # the reconciler noticed late
     assert alloc.assignment("c1").state == "released"
     assert alloc.status()[0].state in ("free", "assigned")

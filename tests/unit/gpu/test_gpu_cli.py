@@ -134,3 +134,31 @@ def test_probe_without_nvml_prints_an_empty_layout(capsys):
     code, out, _ = run(capsys, "gpu", "probe", "--json", "--backend", "nvml")
     data = json.loads(out)
     assert code == 0 and data["gpus"] == [] and data["backend"] == "none" and data["error"]
+
+
+def test_notice_says_so_by_hand_and_is_silent_at_login(policy_file, as_root, capsys, monkeypatch):
+    run(capsys, "gpu", "status", "--policy", policy_file)  # the snapshot exists
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)  # run by hand, in a terminal
+    code, out, _ = run(capsys, "gpu", "notice", "--policy", policy_file)
+    assert code == 0 and out.startswith("DS01 GPU: nothing to report for ")
+    code, out, _ = run(capsys, "gpu", "notice", "--login", "--policy", policy_file)
+    assert code == 0 and out == ""  # the login script: quiet
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert run(capsys, "gpu", "notice", "--policy", policy_file)[1] == ""  # into a pipe
+
+
+def test_allocator_database_is_root_only(policy_file, as_root, capsys):
+    from ds01.config import load_policy
+    from ds01.gpu.allocator import Allocator
+
+    policy = load_policy(policy_file)
+    db = Path(policy.gpu.state_dir) / "gpu/allocator.sqlite3"
+    alloc = Allocator(policy)
+    alloc.assign("c1", "123456", "student")
+    alloc.close()
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert db.parent.stat().st_mode & 0o777 == 0o700
+    assert (Path(policy.gpu.runtime_dir) / "status.json").stat().st_mode & 0o777 == 0o644
+    db.chmod(0o644)  # as an earlier version left it
+    Allocator(policy).close()
+    assert db.stat().st_mode & 0o777 == 0o600

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_pynvml import FakeGpu, FakeMig, FakeNvml
+from fake_pynvml import FakeGpu, FakeMig, FakeNvml, model_gpu
 
 from ds01.gpu.nvml import NvmlBackend
 
@@ -173,11 +173,12 @@ def test_real_pynvml_on_this_machine_never_raises():
     assert layout.gpus or layout.error
 
 
-def test_processes_hidden_from_the_caller_are_an_empty_list():
+def test_processes_hidden_from_the_caller_are_unknown_not_none():
     gpu = a100("0", procs=[(1, 1)])
     gpu.processes_denied = True
     layout = NvmlBackend(FakeNvml([gpu]).module()).read()
-    assert layout.gpus[0].processes == []
+    assert layout.gpus[0].processes is None  # unknown: the reaper must not read "idle"
+    assert layout.processes_by_unit() == {"GPU-0": None}
 
 
 @pytest.mark.parametrize(
@@ -194,3 +195,138 @@ def test_h100_profile_names(name):
     )
     (unit,) = NvmlBackend(FakeNvml([gpu]).module()).read().units()
     assert unit.profile == name.rsplit(" ", 1)[1]
+
+
+# -- real models, through a fake that keeps NVML's types and error codes -----------
+
+
+def scaled(*shares):
+    """Dominant shares of one GPU's instances, scaled so that they add up to 1."""
+    return [x / max(1, sum(shares)) for x in shares]
+
+
+@pytest.mark.parametrize(
+    "model, mig, weights",
+    [
+        ("NVIDIA A100-SXM4-40GB", ["1g.5gb"] * 7, [1 / 7] * 7),
+        ("NVIDIA A100-SXM4-40GB", ["1g.5gb+me", "2g.10gb", "4g.20gb"], [1 / 7, 2 / 7, 4 / 7]),
+        # 3g.20gb takes 4 of 8 memory slices: 1/2 + 4/7 > 1, scaled to one GPU
+        ("NVIDIA A100-SXM4-40GB", ["3g.20gb", "4g.20gb"], [7 / 15, 8 / 15]),
+        ("NVIDIA A100-SXM4-80GB", ["1g.10gb+me", "2g.20gb", "3g.40gb"], [1 / 7, 2 / 7, 1 / 2]),
+        ("NVIDIA A100-SXM4-80GB", ["7g.80gb"], [1.0]),
+        ("NVIDIA H100 80GB HBM3", ["1g.10gb+me", "1g.10gb", "1g.20gb", "3g.40gb"],
+         scaled(1 / 7, 1 / 7, 2 / 8, 1 / 2)),
+        ("NVIDIA H100 80GB HBM3", ["3g.40gb", "4g.40gb"], [7 / 15, 8 / 15]),
+        # four 1g.35gb fill an H200's memory (2 slices of 8 each): one GPU, not 4/7
+        ("NVIDIA H200", ["1g.35gb"] * 4, [1 / 4] * 4),
+        ("NVIDIA H200", ["1g.18gb+me", "1g.18gb", "2g.35gb", "3g.71gb"],
+         scaled(1 / 7, 1 / 7, 2 / 7, 1 / 2)),
+        ("NVIDIA H200", ["3g.71gb", "4g.71gb"], [7 / 15, 8 / 15]),
+    ],
+)  # fmt: skip
+def test_model_layouts(model, mig, weights):
+    nv = FakeNvml([model_gpu(model, "0", mig), model_gpu(model, "1")])
+    layout = NvmlBackend(nv.module()).read()
+    g0, g1 = layout.gpus
+    assert (g0.slices, g0.memory_slices, g0.error) == (7, 8, None)
+    assert [i.profile for i in g0.instances] == mig
+    units = layout.units()
+    assert [u.profile for u in units] == [*mig, None]
+    assert [u.weight for u in units[:-1]] == pytest.approx(weights)
+    assert sum(u.weight for u in units if u.gpu_index == 0) <= 1 + 1e-9
+    assert units[-1].weight == 1.0 and g1.mig_current is False
+
+
+def test_old_driver_without_the_v3_process_call_falls_back_to_v2():
+    nv = FakeNvml([a100("0", procs=[(4242, None)])],
+                  missing=frozenset({"nvmlDeviceGetComputeRunningProcesses_v3"}))  # fmt: skip
+    layout = NvmlBackend(nv.module()).read()
+    assert layout.error is None
+    assert [(p.pid, p.memory_used) for p in layout.gpus[0].processes] == [(4242, None)]
+
+
+def test_library_mismatch_is_an_unknown_process_list_not_a_traceback():
+    missing = {"nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2"}
+    nv = FakeNvml([model_gpu("NVIDIA H200", "0", ["1g.35gb"] * 4), a100("1")],
+                  missing=frozenset(missing))  # fmt: skip
+    layout = NvmlBackend(nv.module()).read()
+    assert layout.error is None and [g.error for g in layout.gpus] == [None, None]
+    assert set(layout.processes_by_unit().values()) == {None}  # unknown everywhere
+    assert len(layout.units()) == 5
+
+
+def test_driver_without_profile_info_v2_reads_v1():
+    nv = FakeNvml([model_gpu("NVIDIA A100-SXM4-40GB", "0", ["3g.20gb", "4g.20gb"])],
+                  missing=frozenset({"nvmlDeviceGetGpuInstanceProfileInfoV"}))  # fmt: skip
+    g = NvmlBackend(nv.module()).read().gpus[0]
+    assert (g.slices, g.memory_slices, g.error) == (7, 8, None)
+
+
+def test_no_profile_info_at_all_loses_that_gpu_only():
+    missing = {"nvmlDeviceGetGpuInstanceProfileInfoV", "nvmlDeviceGetGpuInstanceProfileInfo"}
+    nv = FakeNvml([model_gpu("NVIDIA H100 80GB HBM3", "0", ["7g.80gb"]),
+                   FakeGpu("GPU-t4", "Tesla T4", 16 * GiB)], missing=frozenset(missing))  # fmt: skip
+    layout = NvmlBackend(nv.module()).read()
+    assert layout.error is None
+    g0, g1 = layout.gpus
+    assert g0.uuid == "GPU-0" and "slice count cannot be read" in g0.error
+    assert g0.error.startswith("GPU 0 (GPU-0) not read, so it offers no units")
+    assert g1.error is None
+    assert [u.uuid for u in layout.units()] == ["GPU-t4"]
+    assert layout.unread_gpus() == {0}
+
+
+def test_no_placements_call_weighs_by_compute_alone():
+    nv = FakeNvml([model_gpu("NVIDIA H200", "0", ["1g.35gb"] * 4)],
+                  missing=frozenset({"nvmlDeviceGetGpuInstancePossiblePlacements_v2"}))  # fmt: skip
+    layout = NvmlBackend(nv.module()).read()
+    assert layout.gpus[0].memory_slices is None
+    assert [u.weight for u in layout.units()] == pytest.approx([1 / 7] * 4)
+
+
+def test_slices_come_from_the_device_attributes():
+    gpu = model_gpu("NVIDIA A100-SXM4-40GB", "0", ["3g.20gb"])
+    inst = gpu.slots[0]
+    inst.name = "NVIDIA A100-SXM4-40GB MIG 1c.3g.20gb"
+    inst.ci_slices = 1  # one compute instance of the 3g GPU instance
+    (unit,) = NvmlBackend(FakeNvml([gpu]).module()).read().units()
+    assert (unit.profile, unit.weight) == ("1c.3g.20gb", pytest.approx(1 / 2 / 3))
+
+
+def test_unrecognisable_profile_name_is_named_from_its_attributes():
+    gpu = model_gpu("NVIDIA H200", "0", ["1g.35gb", "2g.35gb"])
+    gpu.slots[0].name = "NVIDIA H200 MIG Device 0"  # no profile in the name
+    layout = NvmlBackend(FakeNvml([gpu]).module()).read()
+    assert layout.gpus[0].error is None
+    assert [(u.profile, u.weight) for u in layout.units()] == [
+        ("1g.32gb", pytest.approx(1 / 4)),
+        ("2g.35gb", pytest.approx(2 / 7)),
+    ]
+
+
+def test_unrecognisable_name_without_attributes_loses_that_gpu_only():
+    gpu = model_gpu("NVIDIA H200", "0", ["1g.35gb"])
+    gpu.slots[0].name = "NVIDIA H200 MIG Device 0"
+    nv = FakeNvml([gpu, a100("1")], missing=frozenset({"nvmlDeviceGetAttributes_v2"}))
+    layout = NvmlBackend(nv.module()).read()
+    assert "is named 'NVIDIA H200 MIG Device 0', which is not a MIG profile" in (
+        layout.gpus[0].error
+    )
+    assert [u.uuid for u in layout.units()] == ["GPU-1"]
+
+
+def test_real_return_types():
+    """The fake answers with pynvml's own structures (what the backend reads)."""
+    import pynvml
+
+    nv = FakeNvml([model_gpu("NVIDIA H200", "0", ["1g.35gb"], processes=[(1, 2)])]).module()
+    nv.nvmlInit()
+    h = nv.nvmlDeviceGetHandleByIndex(0)
+    mh = nv.nvmlDeviceGetMigDeviceHandleByIndex(h, 0)
+    assert isinstance(nv.nvmlDeviceGetMemoryInfo(h), pynvml.c_nvmlMemory_t)
+    info = nv.nvmlDeviceGetGpuInstanceProfileInfo(h, pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE)
+    assert isinstance(info, pynvml.c_nvmlGpuInstanceProfileInfo_v2_t) and info.sliceCount == 7
+    assert isinstance(nv.nvmlDeviceGetAttributes(mh), pynvml.c_nvmlDeviceAttributes)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        nv.nvmlDeviceGetAttributes(h)  # MIG device handles only, as in NVML
+    nv.nvmlShutdown()

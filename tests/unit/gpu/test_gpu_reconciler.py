@@ -200,6 +200,36 @@ def test_gpu_process_on_a_mig_unit_counts_as_busy(world):
         clock.advance(10 * MIN)
 
 
+def test_unreadable_process_list_is_never_idle(world):
+    """NVML would not list the processes (NoPermission, NotSupported, an old
+    driver): unknown, so the reaper must not stop a container that may be busy."""
+    alloc, fake, layout, clock = idle_world(world)
+    uuid = alloc.assignment("c1").units[0].uuid
+    gpus = [
+        replace(g, instances=[replace(i, processes=None) if i.uuid == uuid else i
+                              for i in g.instances])
+        for g in layout.gpus
+    ]  # fmt: skip
+    unknown = Layout(layout.backend, None, gpus)
+    assert unknown.processes_by_unit()[uuid] is None
+    for _ in range(100):
+        report = run(alloc, fake, unknown)
+        assert not report.warned and not report.stopped
+        clock.advance(10 * MIN)
+
+
+def test_a_gpu_that_could_not_be_read_is_reported_and_keeps_its_units(world):
+    alloc, fake, layout, clock = world
+    a = started(alloc, fake, clock, "c1", kind="3g.20gb")  # on GPU 2
+    gpus = [replace(g, error="GPU 2 (GPU-x) not read, so it offers no units: NVML failed")
+            if g.index == 2 else g for g in layout.gpus]  # fmt: skip
+    report = run(alloc, fake, Layout(layout.backend, None, gpus))
+    assert report.missing == []  # unknown, not gone: holders and targets untouched
+    assert "GPU 2 (GPU-x) not read" in report.problems[0]
+    assert alloc.assignment("c1").units == a.units
+    assert {s.state for s in alloc.status() if s.unit.gpu_index == 2} != {"missing"}
+
+
 def test_max_runtime_warns_then_stops(world):
     alloc, fake, layout, clock = world
     started(alloc, fake, clock, "c1", "j.doe", "researcher")  # 14d, warning 1h before

@@ -24,12 +24,16 @@ def test_layout_from_the_policy(policy):
     ]
     g2 = layout.gpus[2]
     assert [(i.profile, i.placement_start, i.placement_size) for i in g2.instances] == [
-        ("3g.20gb", 0, 3),
-        ("2g.10gb", 3, 2),
-        ("1g.5gb", 5, 1),
+        ("3g.20gb", 0, 4),  # placements are in memory slices: 20 GB of 40 is 4 of 8
+        ("2g.10gb", 4, 2),
         ("1g.5gb", 6, 1),
+        ("1g.5gb", 7, 1),
     ]
     assert sum(u.weight for u in layout.units()) == pytest.approx(4.0)
+    # GPU 2's dominant shares 1/2 + 2/7 + 1/7 + 1/7 exceed 1: scaled to one GPU
+    assert [u.weight for u in layout.units() if u.gpu_index == 2] == pytest.approx(
+        [7 / 15, 4 / 15, 2 / 15, 2 / 15]
+    )
 
 
 def test_uuids_are_stable_and_change_with_the_partitioning(policy):

@@ -1,0 +1,48 @@
+"""The world-readable status snapshot.
+
+Ordinary users cannot open a WAL database read-only once its last writer has
+closed it (and the database is root's alone), so every write transaction
+leaves a copy of the status, as JSON, in ``gpu.runtime_dir`` (tmpfs: a rename
+there costs no disk flush); ``ds01 gpu status`` reads it when not root. It is
+written after COMMIT, under the write lock, so it never shows what the
+database rolled back and a later decision cannot overtake it. Its format only
+grows (fields are added, never renamed): monitoring reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import suppress
+from typing import Any
+
+from ds01.config import Policy
+
+SNAPSHOT_NAME = "status.json"
+_TMP_PREFIX = ".status."
+
+
+def snapshot_path(policy: Policy) -> str:
+    return os.path.join(policy.gpu.runtime_dir, SNAPSHOT_NAME)
+
+
+def write_snapshot(path: str, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` atomically, 0644. Call it under the
+    allocator's write lock: no other writer is mid-snapshot then, so any
+    temporary file left beside it is from a writer killed before its rename."""
+    text = json.dumps(data, separators=(",", ":"))
+    folder = os.path.dirname(path)
+    for name in os.listdir(folder):
+        if name.startswith(_TMP_PREFIX):
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

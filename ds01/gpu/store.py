@@ -1,0 +1,230 @@
+"""The allocator's store: one SQLite database in WAL mode, its schema, and
+transactions.
+
+Every decision is one ``BEGIN IMMEDIATE`` transaction, so concurrent callers
+(processes) are serialised and a caller killed mid-decision leaves nothing
+half-done. Writers queue on an ``flock`` first: the kernel wakes the next one
+at once (SQLite's busy handler would poll with sleeps) and frees the lock of a
+killed process. A refusal (:class:`~ds01.gpu.results.GpuError`) still commits
+the housekeeping done before it; any other error rolls everything back.
+
+The database is root's alone (who holds what, since when, who waits): it is
+created 0600, and SQLite gives its -wal and -shm files the same mode; users
+read the status snapshot instead (:mod:`ds01.gpu.snapshot`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypedDict
+
+from ds01.gpu.results import GpuError
+
+SCHEMA_VERSION = 2  # 2: index events_at (retention)
+DB_NAME = "gpu/allocator.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (
+    uuid TEXT PRIMARY KEY,
+    gpu_index INTEGER NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,  -- order in the layout (placement order)
+    profile TEXT,                        -- NULL: a whole GPU
+    weight REAL NOT NULL CHECK (weight > 0 AND weight <= 1),
+    present INTEGER NOT NULL DEFAULT 1,  -- 0: gone from the layout (re-partitioned)
+    drained INTEGER NOT NULL DEFAULT 0,  -- 1: an admin took it out of the pool
+    drained_by TEXT,
+    holder TEXT REFERENCES containers(name),  -- the one container holding it
+    held_since REAL,
+    reserved_for INTEGER REFERENCES queue(id),  -- the queue entry it waits for
+    reserved_until REAL
+);
+CREATE TABLE IF NOT EXISTS containers (
+    name TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('assigned', 'allocated', 'held', 'released')),
+    kind TEXT,
+    count INTEGER NOT NULL,
+    assigned_at REAL NOT NULL,
+    allocated_at REAL,
+    stopped_at REAL,
+    release_at REAL
+);
+CREATE TABLE IF NOT EXISTS targets (
+    container TEXT NOT NULL REFERENCES containers(name) ON DELETE CASCADE,
+    uuid TEXT NOT NULL REFERENCES units(uuid),
+    PRIMARY KEY (container, uuid)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    kind TEXT,                           -- NULL: any unit the role may use
+    enqueued_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('waiting', 'reserved', 'done', 'expired', 'cancelled')),
+    unit TEXT,
+    reserved_until REAL,
+    ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    what TEXT NOT NULL,
+    container TEXT,
+    user TEXT,
+    unit TEXT,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per container
+    container TEXT PRIMARY KEY REFERENCES containers(name) ON DELETE CASCADE,
+    idle_checks INTEGER NOT NULL DEFAULT 0,
+    idle_since REAL,
+    last_check REAL,
+    last_net INTEGER,
+    warned_at REAL,
+    warning TEXT
+);
+CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
+CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
+CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+"""
+
+
+class UnitRow(TypedDict):
+    """A row of ``units``."""
+
+    uuid: str
+    gpu_index: int
+    position: int
+    profile: str | None
+    weight: float
+    present: int
+    drained: int
+    drained_by: str | None
+    holder: str | None
+    held_since: float | None
+    reserved_for: int | None
+    reserved_until: float | None
+
+
+class ContainerRow(TypedDict):
+    """A row of ``containers``."""
+
+    name: str
+    user: str
+    role: str
+    state: str
+    kind: str | None
+    count: int
+    assigned_at: float
+    allocated_at: float | None
+    stopped_at: float | None
+    release_at: float | None
+
+
+class QueueRow(TypedDict):
+    """A row of ``queue``."""
+
+    id: int
+    user: str
+    role: str
+    priority: int
+    kind: str | None
+    enqueued_at: float
+    state: str
+    unit: str | None
+    reserved_until: float | None
+    ended_at: float | None
+
+
+class Store:
+    """
+    + path: the SQLite file (its directory is created 0700)
+    + clock: seconds since the epoch, for the event log
+    + after_commit: called after every write transaction's COMMIT, still under
+      the write lock, with whether it changed anything (the snapshot writer)
+    """
+
+    def __init__(self, path: str, clock: Callable[[], float], after_commit: Callable[[bool], None]):
+        self.path = path
+        self.clock = clock
+        self.after_commit = after_commit
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for name in (path, path + "-wal", path + "-shm"):
+            with suppress(FileNotFoundError):
+                if os.stat(name).st_mode & 0o077:  # made by an earlier version
+                    os.chmod(name, 0o600)
+        self.lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.tx():
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+        os.close(self.lock)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The write lock alone (no transaction)."""
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by the kernel if we are killed
+        try:
+            yield
+        finally:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One decision: BEGIN IMMEDIATE ... COMMIT (see the module docstring)."""
+        with self.locked():
+            self.db.execute("BEGIN IMMEDIATE")
+            changes = self.db.total_changes
+            try:
+                yield self.db
+            except GpuError:
+                self._commit(changes)
+                raise
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self._commit(changes)
+
+    def _commit(self, changes_before: int) -> None:
+        changed = self.db.total_changes != changes_before
+        self.db.execute("COMMIT")
+        self.after_commit(changed)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for reading (no lock on writers)."""
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("COMMIT")
+
+    def rows(self, sql: str, args=()) -> list[dict[str, Any]]:
+        """The rows of a query as dicts keyed by column name."""
+        cur = self.db.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def event(self, what: str, container=None, user=None, unit=None, detail=None) -> None:
+        """One line of the event log (pruned after ``gpu.history_retention``)."""
+        self.db.execute(
+            "INSERT INTO events(at, what, container, user, unit, detail) VALUES (?,?,?,?,?,?)",
+            (self.clock(), what, container, user, unit, detail),
+        )
