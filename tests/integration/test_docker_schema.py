@@ -14,6 +14,7 @@ import http.client
 import json
 import random
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -79,6 +80,7 @@ def dockerd():
         yield d
     finally:
         d.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
