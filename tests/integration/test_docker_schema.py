@@ -598,6 +598,25 @@ def test_start_applies_a_host_config_body_under_api_1_23(dockerd):
     raw.call("DELETE", f"/v1.41/containers/{cid}?force=1")
 
 
+def test_dockerd_reads_the_first_of_a_repeated_query_parameter(dockerd):
+    """The old service read the last value; dockerd reads the first
+    (r.Form.Get): the parser refuses a repetition, and the canonical query is
+    read by dockerd as the parser read it."""
+    raw = Raw(dockerd.sock)
+    status, _ = raw.call("POST", f"/v1.41/images/{IMG}/tag?repo=first&repo=second&tag=t")
+    assert status == 201
+    assert raw.call("GET", "/v1.41/images/first:t/json")[0] == 200
+    assert raw.call("GET", "/v1.41/images/second:t/json")[0] == 404
+    spec = apispec.QUERIES["ImageTag"]
+    with pytest.raises(schema.Malformed, match="'repo' given twice"):
+        schema.parse_query("repo=first&repo=second&tag=t", spec)
+    query = schema.build_query(schema.parse_query("tag=t2&repo=mine&force=0", spec), spec)
+    assert raw.call("POST", f"/v1.41/images/{IMG}/tag?{query}")[0] == 201
+    assert raw.call("GET", "/v1.41/images/mine:t2/json")[0] == 200
+    for ref in ("first:t", "mine:t2"):
+        raw.call("DELETE", f"/v1.41/images/{ref}")
+
+
 # --------------------------------------------------------------------------
 # What real clients send
 # --------------------------------------------------------------------------
