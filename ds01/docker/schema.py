@@ -110,11 +110,11 @@ def loads(raw: bytes, max_depth: int = 64) -> Any:
             parse_constant=_refuse_constant,
             parse_float=_finite,
         )
+        _check_tree(value, "")
     except Malformed:
         raise
     except (ValueError, RecursionError) as e:  # JSONDecodeError, int digit limit
         raise Malformed(f"invalid JSON: {e}") from None
-    _check_tree(value, "")
     return value
 
 
@@ -263,6 +263,9 @@ class StrSlice(GoType):
         if not isinstance(value, list):
             raise self._want(value, path)
         return List(Str()).canon(value, path)
+
+    def zero(self, path: str) -> list[str]:
+        return []
 
 
 class Map(GoType):
