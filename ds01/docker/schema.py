@@ -110,11 +110,11 @@ def loads(raw: bytes, max_depth: int = 64) -> Any:
             parse_constant=_refuse_constant,
             parse_float=_finite,
         )
+        _check_tree(value, "")
     except Malformed:
         raise
     except (ValueError, RecursionError) as e:  # JSONDecodeError, int digit limit
         raise Malformed(f"invalid JSON: {e}") from None
-    _check_tree(value, "")
     return value
 
 
@@ -264,6 +264,9 @@ class StrSlice(GoType):
             raise self._want(value, path)
         return List(Str()).canon(value, path)
 
+    def zero(self, path: str) -> list[str]:
+        return []
+
 
 class Map(GoType):
     """A Go ``map[string]T``. Keys are exact in Go (no folding), but
@@ -384,6 +387,7 @@ LIST = "list"  # r.Form["x"]: every value, in order
 JSON = "json"  # a JSON document in one value (filters, labels, buildargs, ...)
 
 _FALSE = frozenset({"", "0", "no", "false", "none"})
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # noqa: E501 -- unicode.IsSpace
 _PARSEBOOL = {
     **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
     **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
@@ -407,6 +411,11 @@ class QuerySpec:
     path: str
     params: Mapping[str, str] = field(default_factory=dict)
     dropped: frozenset[str] = frozenset()
+
+
+def _bool_value(value: str) -> bool:
+    """httputils.BoolValue: Go's TrimSpace (not Python's wider strip) and ToLower."""
+    return value.strip(_GO_SPACE).lower() not in _FALSE
 
 
 def _unescape(part: str, what: str) -> str:
@@ -450,11 +459,11 @@ def parse_query(raw: str, spec: QuerySpec) -> dict[str, Any]:
         if kind == STR:
             out[key] = value
         elif kind == BOOL:
-            out[key] = value.strip().lower() not in _FALSE
+            out[key] = _bool_value(value)
         elif value == "" and kind in (BOOL_EMPTY_DEFAULT, PARSEBOOL, INT, JSON):
             out[f"\0{key}"] = None  # seen, so a second one is still a repetition
         elif kind == BOOL_EMPTY_DEFAULT:
-            out[key] = value.strip().lower() not in _FALSE
+            out[key] = _bool_value(value)
         elif kind == PARSEBOOL:
             if value not in _PARSEBOOL:
                 raise Malformed(f"query: {key}={value[:40]!r} is not a boolean")

@@ -14,6 +14,7 @@ import http.client
 import json
 import random
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -79,6 +80,7 @@ def dockerd():
         yield d
     finally:
         d.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -435,6 +437,92 @@ def test_exec_volume_network_bodies_store_the_same(dockerd):
     assert n >= 90, f"only {n} of 100 exec/volume/network bodies were accepted by dockerd"
 
 
+UPDATE_VALUES = {
+    "Memory": [96 << 20],
+    "MemorySwap": [192 << 20, -1],
+    "MemoryReservation": [32 << 20],
+    "CpuShares": [256],
+    "CpusetCpus": ["0"],
+    "NanoCpus": [250_000_000],
+    "PidsLimit": [64, 0, -1],
+    "RestartPolicy": [{"Name": "on-failure", "MaximumRetryCount": 4}, {"Name": "unless-stopped"}],
+    "BlkioWeight": [300],
+    "KernelMemoryTCP": [0],
+}
+CONNECT_VALUES = {
+    "Aliases": [["al1", "al2"], []],
+    "Links": [[f"{VF}:lk"]],
+    "IPAMConfig": [{"IPv4Address": "10.77.0.200"}, {}],
+    "DriverOpts": [{"o": "1"}],
+    "DNSNames": [["x"]],  # docker CLI 28's; dockerd 20.10 has no such field
+    "GwPriority": [0],
+}
+
+
+def test_update_and_connect_bodies_store_the_same(dockerd):
+    """Two twin containers: one gets the respelled body, the other its canonical
+    form; their stored HostConfig (update) and endpoint (connect) must match."""
+    raw, rng = Raw(dockerd.sock), random.Random(SEED + 2)
+
+    def twin() -> str:
+        status, data = raw.call(
+            "POST",
+            "/v1.41/containers/create",
+            schema.dumps({"Image": IMG, "Cmd": "true", "HostConfig": {"NetworkMode": "none"}}),
+        )
+        assert status == 201, data
+        return data["Id"]
+
+    def updated(cid: str, body: bytes):
+        status, data = raw.call("POST", f"/v1.41/containers/{cid}/update", body)
+        if status != 200:  # refused: compare the reason, without the twin's id
+            return status, json.dumps(data).replace(cid, "(id)")
+        return status, stored_container(raw, cid)["HostConfig"]
+
+    def connected(cid: str, body: bytes):
+        status, data = raw.call("POST", f"/v1.41/networks/{NET}/connect", body)
+        if status != 200:
+            return status, json.dumps(data).replace(cid, "(id)")
+        ep = stored_container(raw, cid)["Networks"][NET]
+        ep["Aliases"] = [
+            "(id)" if x == cid[:12] else x for x in ep["Aliases"] or []
+        ]  # dockerd's own
+        assert (
+            raw.call("POST", f"/v1.41/networks/{NET}/disconnect", schema.dumps({"Container": cid}))[
+                0
+            ]
+            == 200
+        )
+        return status, ep
+
+    accepted = 0
+    for i in range(30):
+        body = respelled(
+            rng, pick(rng, UPDATE_VALUES, rng.randint(1, 5)), apispec.SCHEMAS["ContainerUpdate"]
+        )
+        data = json.dumps(body).encode()
+        canon = schema.dumps(
+            schema.canonical(schema.loads(data), apispec.SCHEMAS["ContainerUpdate"])
+        )
+        got, want = updated(twin(), data), updated(twin(), canon)
+        assert got == want, ("ContainerUpdate", i, body, got, want)
+        accepted += got[0] == 200
+    a, b = twin(), twin()
+    for name in (a, b):  # a network-mode-none container cannot join a network
+        raw.call("POST", "/v1.41/networks/none/disconnect", schema.dumps({"Container": name}))
+    for i in range(20):
+        endpoint = pick(rng, CONNECT_VALUES, rng.randint(0, 4))
+        body = respelled(
+            rng, {"Container": a, "EndpointConfig": endpoint}, apispec.SCHEMAS["NetworkConnect"]
+        )
+        data = json.dumps(body).encode()
+        canon = schema.canonical(schema.loads(data), apispec.SCHEMAS["NetworkConnect"])
+        got, want = connected(a, data), connected(b, schema.dumps({**canon, "Container": b}))
+        assert got == want, ("NetworkConnect", i, body, got, want)
+        accepted += got[0] == 200
+    assert accepted >= 40, f"only {accepted} of 50 update/connect bodies were accepted by dockerd"
+
+
 def _same(state, body: dict, op: str, i: int, twice_named: bool = False) -> int:
     data = json.dumps(body).encode()
     canon = schema.dumps(schema.canonical(schema.loads(data), apispec.SCHEMAS[op]))
@@ -508,6 +596,25 @@ def test_start_applies_a_host_config_body_under_api_1_23(dockerd):
     assert raw.call("GET", "/version")[1]["MinAPIVersion"] == "1.12"
     assert raw.call("GET", "/v1.42/version")[0] == 400  # above the daemon's own version
     raw.call("DELETE", f"/v1.41/containers/{cid}?force=1")
+
+
+def test_dockerd_reads_the_first_of_a_repeated_query_parameter(dockerd):
+    """The old service read the last value; dockerd reads the first
+    (r.Form.Get): the parser refuses a repetition, and the canonical query is
+    read by dockerd as the parser read it."""
+    raw = Raw(dockerd.sock)
+    status, _ = raw.call("POST", f"/v1.41/images/{IMG}/tag?repo=first&repo=second&tag=t")
+    assert status == 201
+    assert raw.call("GET", "/v1.41/images/first:t/json")[0] == 200
+    assert raw.call("GET", "/v1.41/images/second:t/json")[0] == 404
+    spec = apispec.QUERIES["ImageTag"]
+    with pytest.raises(schema.Malformed, match="'repo' given twice"):
+        schema.parse_query("repo=first&repo=second&tag=t", spec)
+    query = schema.build_query(schema.parse_query("tag=t2&repo=mine&force=0", spec), spec)
+    assert raw.call("POST", f"/v1.41/images/{IMG}/tag?{query}")[0] == 201
+    assert raw.call("GET", "/v1.41/images/mine:t2/json")[0] == 200
+    for ref in ("first:t", "mine:t2"):
+        raw.call("DELETE", f"/v1.41/images/{ref}")
 
 
 # --------------------------------------------------------------------------
