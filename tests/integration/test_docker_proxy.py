@@ -414,6 +414,11 @@ def test_gpu_lifecycle(env):
     assert env.dockerd.inspect("gb")["Config"]["Labels"]["ds01.gpu"] == uuid  # the only unit
     ok(env.as_user(ALICE, "start", "ga"))
     assert allocator_state(env, "ga") == "allocated"
+    # a second create of the running container's name: dockerd says 409, and the
+    # running container keeps its unit (the service forgets only what it assigned)
+    r = env.as_user(ALICE, "create", "--gpus", "1", "--name", "ga", IMG, "sleep", "1")
+    assert r.returncode != 0 and "already in use" in r.stderr, r.stderr
+    assert allocator_state(env, "ga") == "allocated"
     msg = refused(env.as_user(BOB, "start", "gb"), "123456@example.lan")
     assert not env.dockerd.inspect("gb")["State"]["Running"], msg
     refused(env.as_user(ALICE, "restart", "ga"), "docker stop and docker start")
