@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from docker_env import IMAGE, Env  # noqa: E402
+import yaml  # noqa: E402
+from docker_env import IMAGE, Env, test_policy_text  # noqa: E402
 
 
 class Client:
@@ -74,7 +75,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--containers", type=int, default=200)
     args = ap.parse_args()
-    env = Env(gpu=False)
+    data = yaml.safe_load(test_policy_text())
+    data["roles"]["student"]["lifecycle"]["max_containers"] = None  # the create bench makes many
+    env = Env(yaml.safe_dump(data), gpu=False)
     try:
         alice = env.callers[61001]
         env.callers[0] = alice  # this process is root: let the service see a student
