@@ -47,6 +47,9 @@ class Acl(FactBase[AclState | None]):
     def default() -> None:
         return None
 
+    def requires_command(self, path: str) -> str:
+        return "getfacl"  # deploys/base.py installs acl
+
     def command(self, path: str) -> StringCommand:
         # -E: no '#effective:' comments; -p: keep the leading '/'.
         return StringCommand("getfacl -E -p --", QuoteString(path), "2>/dev/null || true")

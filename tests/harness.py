@@ -5,21 +5,24 @@ A fixture is a JSON file: ``args`` (the operation's keyword arguments),
 argument name), and either ``commands`` (what it must yield, as strings) or
 ``exception`` (a substring of the OperationError it must raise). ``noop``
 (optional) is a substring of the no-op message it must report; a fixture
-with no commands must report one.
+with no commands must report one. ``"executing": false`` runs the operation
+as pyinfra's change detection does while it prepares (default: executing).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 from pyinfra.api import OperationError
 
 
 class FakeHost:
-    def __init__(self, facts: dict):
+    def __init__(self, facts: dict, executing: bool = True):
         self.facts = facts
+        self.state = SimpleNamespace(is_executing=executing)  # prepare: False
         self.noops: list[str] = []
         self.asked: list[str] = []
 
@@ -66,7 +69,7 @@ def fixtures(folder: Path) -> list[Path]:
 
 def run_fixture(module, op_name: str, path: Path) -> None:
     spec = json.loads(path.read_text())
-    fake = FakeHost(spec.get("facts", {}))
+    fake = FakeHost(spec.get("facts", {}), executing=spec.get("executing", True))
     op = getattr(module, op_name)._inner
     with mock.patch.object(module, "host", fake):
         if "exception" in spec:
