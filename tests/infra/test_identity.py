@@ -3,7 +3,7 @@ privacy and the admin guard.
 
     python3 tests/integration/samba_ad.py up --dir /tmp/ds01-ad
     python3 tests/vm/vm.py up --name id --port 2232 \\
-        --guestfwd "$(python3 tests/integration/samba_ad.py guestfwd)"
+        --guestfwd "$(python3 tests/integration/samba_ad.py guestfwd --dir /tmp/ds01-ad)"
     DS01_VM=id DS01_BIND_SECRET_FILE=/tmp/ds01-ad/bind.secret \\
         DS01_LDAP_CA_FILE=/tmp/ds01-ad/ca.pem pyinfra -y tests/vm/inventory.py deploys/all.py
     DS01_VM=id DS01_TEST_AD_DIR=/tmp/ds01-ad python3 -m pytest tests/infra/test_identity.py
@@ -69,7 +69,7 @@ def test_directory_users_resolve_through_sssd_in_both_name_styles(vm):
 def test_groups_match_the_classification_of_the_test_directory(vm, ad):
     policy = load_policy(REPO / "tests/vm/policy.yaml")
     here = policy.identity.directory.model_copy(update={
-        "uri": "ldap://127.0.0.1:389", "ca_file": str(ad / "ca.pem"),
+        "uri": samba_ad.uri(ad), "ca_file": str(ad / "ca.pem"),
         "bind_password_file": str(ad / "bind.secret"),
     })  # fmt: skip
     view = directory.read(here)

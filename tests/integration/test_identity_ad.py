@@ -49,7 +49,7 @@ def ad(tmp_path_factory):
 def policy_for(ad: Path, **directory_changes):
     data = yaml.safe_load((REPO / "config/resource-allocation.yaml").read_text())
     data["identity"]["directory"].update({
-        "uri": "ldap://127.0.0.1:389", "start_tls": True, "ca_file": str(ad / "ca.pem"),
+        "uri": samba_ad.uri(ad), "start_tls": True, "ca_file": str(ad / "ca.pem"),
         "bind_dn": samba_ad.READER_DN, "bind_password_file": str(ad / "bind.secret"),
         "user_base_dn": f"OU=People,{samba_ad.BASE}", "group_base_dn": f"OU=Groups,{samba_ad.BASE}",
         "page_size": 200, **directory_changes,
@@ -87,12 +87,12 @@ def test_reader_returns_every_user_over_starttls(ad, page_size):
 
 
 def test_ldaps_with_the_right_ca(ad):
-    p = policy_for(ad, uri="ldaps://localhost:636", start_tls=False)
+    p = policy_for(ad, uri=f"ldaps://{samba_ad.address(ad)}:636", start_tls=False)
     assert len(directory.read(p.identity.directory).users) > 1000
 
 
 def test_ldaps_with_an_unknown_ca_is_refused(ad):
-    p = policy_for(ad, uri="ldaps://localhost:636", start_tls=False,
+    p = policy_for(ad, uri=f"ldaps://{samba_ad.address(ad)}:636", start_tls=False,
                    ca_file="/etc/ssl/certs/ca-certificates.crt")  # fmt: skip
     with pytest.raises(DirectoryError, match="cannot reach|certificate"):
         directory.read(p.identity.directory)
