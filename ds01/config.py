@@ -201,6 +201,18 @@ class Directory(Strict):
     # How directory accounts appear as Linux names: 'j.doe' or 'j.doe@example.lan'.
     name_style: Literal["plain", "qualified"]
     domain: str
+    # ldap:// without StartTLS sends the bind password and every answer in
+    # cleartext; only an explicit `allow_cleartext: true` accepts that.
+    allow_cleartext: bool = False
+
+    @model_validator(mode="after")
+    def _no_cleartext(self) -> Directory:
+        if self.uri.startswith("ldap://") and not self.start_tls and not self.allow_cleartext:
+            raise ValueError(
+                f"uri {self.uri} without start_tls would bind and read in cleartext: use "
+                "ldaps://, or set start_tls: true; allow_cleartext: true accepts it knowingly"
+            )
+        return self
 
 
 class NamingRule(Strict):

@@ -151,7 +151,8 @@ def test_a_user_added_to_the_directory_is_planned_in_the_next_sync(ad):
 
 
 def test_unreachable_directory_plans_no_removal(ad):
-    p = policy_for(ad, uri="ldap://127.0.0.1:9", start_tls=False, timeout="3s")
+    p = policy_for(ad, uri="ldap://127.0.0.1:9", start_tls=False, allow_cleartext=True,
+                   timeout="3s")  # fmt: skip
     try:
         view, error = directory.read(p.identity.directory), None
     except DirectoryError as e:

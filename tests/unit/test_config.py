@@ -141,3 +141,14 @@ def test_cli_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["config", "check", str(tmp_path / "nope.yaml")])
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_cleartext_directory_is_refused_unless_allowed():
+    text = TEXT.replace("    uri: ldaps://dc1.example.lan\n", "    uri: ldap://dc1.example.lan\n", 1)
+    out = problems(text)
+    assert len(out) == 1 and "cleartext" in out[0], out
+    assert out[0].startswith(f"p.yaml:{line_of(text, '  directory:')}: identity.directory"), out
+    allowed = text.replace("    start_tls: false\n", "    start_tls: false\n    allow_cleartext: true\n", 1)
+    assert parse_policy(allowed, "p.yaml").identity.directory.allow_cleartext
+    with_tls = text.replace("    start_tls: false\n", "    start_tls: true\n", 1)
+    assert not parse_policy(with_tls, "p.yaml").identity.directory.allow_cleartext

@@ -102,6 +102,7 @@ def test_missing_or_empty_secret(tmp_path):
 
 
 def test_unreachable_directory_is_a_directory_error(make_policy):
-    p = make_policy(directory={"uri": "ldap://127.0.0.1:9", "start_tls": False, "timeout": "2s"})
+    p = make_policy(directory={"uri": "ldap://127.0.0.1:9", "start_tls": False,
+                               "allow_cleartext": True, "timeout": "2s"})  # fmt: skip
     with pytest.raises(DirectoryError, match="cannot reach"):
         directory.read(p.identity.directory, password="x")
