@@ -148,7 +148,7 @@ def test_cleartext_directory_is_refused_unless_allowed():
     out = problems(text)
     assert len(out) == 1 and "cleartext" in out[0], out
     assert out[0].startswith(f"p.yaml:{line_of(text, '  directory:')}: identity.directory"), out
-    allowed = text.replace("    start_tls: false\n", "    start_tls: false\n    allow_cleartext: true\n", 1)
+    allowed = text.replace("    start_tls: false", "    allow_cleartext: true\n    start_tls: false", 1)
     assert parse_policy(allowed, "p.yaml").identity.directory.allow_cleartext
-    with_tls = text.replace("    start_tls: false\n", "    start_tls: true\n", 1)
+    with_tls = text.replace("    start_tls: false", "    start_tls: true", 1)
     assert not parse_policy(with_tls, "p.yaml").identity.directory.allow_cleartext
