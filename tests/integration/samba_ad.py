@@ -22,8 +22,13 @@ The test directory (invented people):
                  admin h.admin (DS01-Admins); disabled x.gone; N generated
                  users (numeric students, and dotted ones in Bulk-Researchers,
                  nested in DS01-Researchers)
+                 c.hartmann2 and ji-woo.kruger (staff-style names, no group);
+                 345678 and 456789, roles only through the escaped groups below;
+                 567890, whose primary group is DS01-Faculty (not in memberOf)
   OU=Groups      DS01-Faculty, DS01-Researchers, DS01-Admins, Faculty-Staff,
-                 Bulk-Researchers
+                 Bulk-Researchers; "Economics, Research Staff" (in DS01-Researchers)
+                 with "R+D Lab" in it; 'The "Quoted" Group' (in DS01-Faculty)
+                 with "Fakultät Physik" in it
   OU=Service Accounts  ds01-reader (bind DN for the tests, password in DIR/bind.secret)
 Every user has uidNumber/gidNumber (RFC2307); Domain Users has gidNumber 200000.
 
@@ -66,7 +71,17 @@ PEOPLE: dict[str, tuple[list[str], bool]] = {
     "l.prof": (["Faculty-Staff"], False),
     "h.admin": (["DS01-Admins"], False),
     "x.gone": ([], True),
+    # Staff-style names the shipped naming rule must see as researchers.
+    "c.hartmann2": ([], False),
+    "ji-woo.kruger": ([], False),
+    # Student-style accounts whose role comes only through escaped group names ...
+    "345678": (["R+D Lab"], False),
+    "456789": (["Fakultät Physik"], False),
+    # ... and through the primary group (PRIMARY), which memberOf leaves out.
+    "567890": ([], False),
 }
+# account -> its primary group (primaryGroupID), instead of Domain Users
+PRIMARY: dict[str, str] = {"567890": "DS01-Faculty"}
 # group -> groups it is a member of (nesting)
 GROUPS: dict[str, list[str]] = {
     "DS01-Faculty": [],
@@ -74,7 +89,24 @@ GROUPS: dict[str, list[str]] = {
     "DS01-Admins": [],
     "Faculty-Staff": ["DS01-Faculty"],
     "Bulk-Researchers": ["DS01-Researchers"],
+    # Names that DNs must escape: a comma, a plus, quotes; and a non-ASCII one.
+    "Economics, Research Staff": ["DS01-Researchers"],
+    "R+D Lab": ["Economics, Research Staff"],
+    'The "Quoted" Group': ["DS01-Faculty"],
+    "Fakultät Physik": ['The "Quoted" Group'],
 }
+
+
+def dn_value(value: str) -> str:
+    """``value`` escaped for a DN (RFC 4514)."""
+    out = "".join("\\" + c if c in ',+"\\<>;=' else c for c in value)
+    if out[:1] in ("#", " "):
+        out = "\\" + out
+    return out[:-1] + "\\ " if out.endswith(" ") else out
+
+
+def group_dn(cn: str) -> str:
+    return f"CN={dn_value(cn)},OU=Groups,{BASE}"
 
 
 def generated(n: int) -> dict[str, tuple[list[str], bool]]:
@@ -118,14 +150,14 @@ def _populate(d: Path, n: int, names: list[str] | None, groups_for_new: list[str
             for ou in ("People", "Groups", "Service Accounts"):
                 db.add({"dn": f"OU={ou},{BASE}", "objectClass": "organizationalUnit"})
             for g in GROUPS:
-                db.add({"dn": f"CN={g},OU=Groups,{BASE}", "objectClass": "group",
-                        "sAMAccountName": g})  # fmt: skip
+                # sAMAccountName may not hold ,+" and the like; the CN may.
+                sam = "".join(c if c.isalnum() or c in "-_. " else "_" for c in g)
+                db.add({"dn": group_dn(g), "objectClass": "group", "cn": g,
+                        "sAMAccountName": sam})  # fmt: skip
             for g, parents in GROUPS.items():
                 for p in parents:
-                    m = ldb.Message(ldb.Dn(db, f"CN={p},OU=Groups,{BASE}"))
-                    m["member"] = ldb.MessageElement(
-                        f"CN={g},OU=Groups,{BASE}", ldb.FLAG_MOD_ADD, "member"
-                    )
+                    m = ldb.Message(ldb.Dn(db, group_dn(p)))
+                    m["member"] = ldb.MessageElement(group_dn(g), ldb.FLAG_MOD_ADD, "member")
                     db.modify(m)
             m = ldb.Message(ldb.Dn(db, f"CN=Domain Users,CN=Users,{BASE}"))
             m["gidNumber"] = ldb.MessageElement(
@@ -148,9 +180,17 @@ def _populate(d: Path, n: int, names: list[str] | None, groups_for_new: list[str
                 "loginShell": "/bin/bash",
                 "unixHomeDirectory": f"/home/{name}",
             })  # fmt: skip
-            for g in groups:
-                m = ldb.Message(ldb.Dn(db, f"CN={g},OU=Groups,{BASE}"))
+            for g in groups + ([PRIMARY[name]] if name in PRIMARY else []):
+                m = ldb.Message(ldb.Dn(db, group_dn(g)))
                 m["member"] = ldb.MessageElement(dn, ldb.FLAG_MOD_ADD, "member")
+                db.modify(m)
+            if name in PRIMARY:  # AD requires membership first, then drops that link
+                sid = db.search(group_dn(PRIMARY[name]), scope=ldb.SCOPE_BASE,
+                                attrs=["objectSid"])[0]["objectSid"][0]  # fmt: skip
+                rid = int.from_bytes(bytes(sid)[-4:], "little")
+                m = ldb.Message(ldb.Dn(db, dn))
+                m["primaryGroupID"] = ldb.MessageElement(str(rid), ldb.FLAG_MOD_REPLACE,
+                                                         "primaryGroupID")  # fmt: skip
                 db.modify(m)
         if not names:
             db.newuser("ds01-reader", READER_PASSWORD, userou="OU=Service Accounts")
