@@ -88,14 +88,15 @@ def role_users(policy) -> dict[str, tuple[int, str]]:
     Raises Undecided while planning a server without the role groups; at
     execution a missing role group is an OperationError naming deploys/groups.py.
     """
+    from ds01.identity.roles import Roles
     from ds01.names import role_group
-    from ds01.storage.areas import roles_of_users
     from facts.acl import Nss
 
     groups = managed_groups_now()
     role_groups = [role_group(r) for r in policy.roles]
     group_members = {g: groups[g]["members"] for g in role_groups}
+    # The groups' members (canonical names: deploys/groups.py put them there).
     members = sorted({u for g in role_groups for u in group_members[g]})
     known = host.get_fact(Nss, users=members, groups=[])["users"]
-    roles = roles_of_users(policy, group_members, set(known))
+    roles = Roles(policy).of_users(group_members, set(known))
     return {u: (known[u][0], role) for u, role in roles.items()}
