@@ -5,11 +5,12 @@ service, the GPU allocator, the CLI and the reports. The role of a user who
 exists on the server, in this order:
 
 1. ``identity.system_users`` and ``identity.archived`` -> no role;
-2. an explicit list (``identity.members.<role>``) -> that role (the sync
-   puts them there; until it has, they already hold it);
-3. the ``ds01-<role>`` groups that list them -> the highest-priority one
-   (two at once only while a refused sync holds a removal back);
-4. otherwise no role.
+2. in no ``ds01-<role>`` group -> no role (the sync adds people, and it alone
+   knows whether the directory disabled an account);
+3. in an explicit list (``identity.members.<role>``) -> that role, whichever
+   role group they are in now (the sync moves them there);
+4. otherwise the highest-priority role group that lists them (two at once
+   only while a refused sync holds a removal back).
 
 Names compare as accounts, whatever the style: ``c.rivera`` in the policy
 and ``c.rivera@example.lan`` on the server (``name_style: qualified``) are one
@@ -49,22 +50,17 @@ class Roles:
         """The role of ``name`` (a user that exists on the server), given the
         members of the ``ds01-<role>`` groups as the server lists them."""
         key = account_key(name, self.policy)
-        if key in self.none:
+        held = [r for r in self.by_priority if name in group_members.get(role_group(r), ())]
+        if key in self.none or not held:
             return None
-        if key in self.listed:
-            return self.listed[key]
-        for role in self.by_priority:
-            if name in group_members.get(role_group(role), ()):
-                return role
-        return None
+        return self.listed.get(key, held[0])
 
     def of_users(
         self, group_members: Mapping[str, Collection[str]], existing: Collection[str]
     ) -> dict[str, str]:
-        """User -> role for every user in a role group or in an explicit list,
-        among ``existing`` (the names that resolve on the server, canonical)."""
+        """User -> role for every user in a role group, among ``existing``
+        (the names that resolve on the server)."""
         names = {u for r in self.policy.roles for u in group_members.get(role_group(r), ())}
-        names |= {u for u in existing if account_key(u, self.policy) in self.listed}
         out = {u: self.role(u, group_members) for u in names if u in existing}
         return {u: r for u, r in sorted(out.items()) if r is not None}
 

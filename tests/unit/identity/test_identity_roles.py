@@ -28,7 +28,7 @@ TABLE = {
     "w.prof@example.lan": "faculty",  # explicit; also in ds01-admin
     "m.both@example.lan": "faculty",  # two groups while a refused sync holds: higher priority
     "c.rivera@example.lan": "faculty",  # listed as 'C.Rivera' (another spelling, plain)
-    "h.admin@example.lan": "admin",  # explicit, in no group yet
+    "h.admin@example.lan": None,  # listed, in no group: the sync (it knows disabled) adds
     "datasciencelab": None,  # a system user, though in ds01-admin
     "x.old@example.lan": None,  # archived, though still in ds01-student
     "n.body@example.lan": None,  # in no group, no list
