@@ -22,16 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from ds01 import config
 from ds01.config import Policy
 from ds01.names import role_group
 
 
 def account_key(name: str, policy: Policy) -> str:
     """``C.Rivera@example.lan`` and ``c.rivera`` -> ``c.rivera`` (for the policy's domain)."""
-    user, at, domain = name.rpartition("@")
-    if at and domain.casefold() == policy.identity.directory.domain.casefold():
-        name = user
-    return name.casefold()
+    return config.account_key(name, policy.identity.directory.domain)
 
 
 class Roles:

@@ -105,7 +105,7 @@ def limits_report(
             "no GPU. Ask the admin if this is wrong."
         )
     eff = policy.limits_for(role, user)
-    override = " (with a personal exception)" if user in policy.overrides else ""
+    override = " (with a personal exception)" if policy.override_for(user) else ""
     containers = slice_cgroup_path(user_slice(role, user))
     login = f"user.slice/user-{uid}.slice"
     c_use, l_use = sample([containers, login], interval=interval, root=root)
