@@ -168,10 +168,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             where = "found in the directory" if entry else "not in the directory"
         except DirectoryError as e:
             where = f"directory unreadable ({e.message})"
+    if where.startswith("directory unreadable"):
+        # An ordinary user cannot read the bind secret: say what the server
+        # holds, rather than guess from the rules as if every name were in AD.
+        return _explain_from_server(args.name, policy, where)
     if entry:
         d = c.classify_user(entry, view)
-    else:  # unreadable directory: show what the rules would say for a directory account
-        d = c.classify(args.name, in_directory=where.startswith("directory unreadable"))
+    else:
+        d = c.classify(args.name, in_directory=False)
     now = local.role_of(d.name, policy) if local.resolvable([d.name]) else None
     print(f"{d.name}: {d.role or 'no role'} ({d.rule})")
     print(f"  why: {d.reason}")
@@ -181,6 +185,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  groups: {groups}; disabled: {'yes' if entry.disabled else 'no'}")
     print(f"  on this server now: {now or 'no role'}"
           + ("" if now == d.role else "  (differs: the next sync changes it)"))  # fmt: skip
+    return 0
+
+
+def _explain_from_server(name: str, policy, where: str) -> int:
+    from ds01.identity import local
+    from ds01.identity.classify import linux_name, plain
+
+    spellings = [name, linux_name(plain(name, policy.identity.directory.domain), policy)]
+    found = sorted(local.resolvable(spellings))
+    if not found:
+        print(f"{name}: no account on this server")
+        return 0
+    role = local.role_of(found[0], policy)
+    print(f"{found[0]}: {role or 'no role'} (on this server now: the role groups the last "
+          "sync wrote)")  # fmt: skip
+    print(f"  directory: not read here ({where.removeprefix('directory unreadable (')[:-1]})")
+    print(f"  why: an admin sees it with `sudo ds01 users explain {name}`")
     return 0
 
 
