@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="the policy file")
     csub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = csub.add_parser("check", help="validate the policy file and print a summary")
-    check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH)
+    check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH,
+                       help="the policy file (default: %(default)s)")  # fmt: skip
     check.set_defaults(func=cmd_check)
 
 

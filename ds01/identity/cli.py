@@ -36,14 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_sync)
 
     e = usub.add_parser("explain", help="which role a user gets, and why")
-    e.add_argument("name")
+    e.add_argument("name", help="the user, as written anywhere (j.doe or j.doe@example.lan)")
     _policy_arg(e)
     e.set_defaults(func=cmd_explain)
 
     r = usub.add_parser("report", help="staleness report: last login, last change, size")
     fmt = r.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="print the report as JSON")
+    fmt.add_argument("--csv", action="store_true", help="print the report as CSV")
     r.add_argument(
         "--save",
         action="store_true",

@@ -81,6 +81,8 @@ def slice_rows(title: str, lim: SliceLimits, use: SliceUse) -> list[str]:
 
 
 def format_size_human(n: int) -> str:
+    if n == 0:
+        return "0"  # an empty slice: not "0T" (0 is a multiple of every unit)
     exact = format_size(n)
     if exact[-1] in "kmgt" and len(exact) <= 6:
         return exact.upper() if exact[-1] != "k" else exact[:-1] + "K"

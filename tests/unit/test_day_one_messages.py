@@ -4,6 +4,7 @@ files the server does not have."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 from pathlib import Path
@@ -53,3 +54,35 @@ def test_docker_ds01_suggests_only_commands_that_parse(tmp_path):
         except SystemExit:
             pytest.fail(f"`ds01 {' '.join(argv)}` in `docker ds01` does not parse")
     assert "/opt/ds01 (" not in text  # the server has no docs there
+
+
+def parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from parsers(sub, path + (name,))
+
+
+# The commands whose parsers this checks (the gpu and docker ones have owners of their own).
+CHECKED = {"config", "users", "limits", "storage", "admin-guard"}
+
+
+def test_every_option_says_what_it_does():
+    missing = [
+        f"ds01 {' '.join(path)} {a.option_strings[0] if a.option_strings else a.dest}"
+        for path, p in parsers(build_parser())
+        if path and path[0] in CHECKED
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert missing == []
+
+
+def test_help_shows_a_users_commands_first(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert out.index("commands for everyone:") < out.index("limits ") < out.index(
+        "commands for admins:") < out.index("config ")  # fmt: skip
+    assert "admin-guard" in out.split("commands for admins:")[1]
