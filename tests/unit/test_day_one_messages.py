@@ -86,3 +86,17 @@ def test_help_shows_a_users_commands_first(capsys):
     assert out.index("commands for everyone:") < out.index("limits ") < out.index(
         "commands for admins:") < out.index("config ")  # fmt: skip
     assert "admin-guard" in out.split("commands for admins:")[1]
+
+
+def test_home_into_a_missing_folder_says_so(tmp_path):
+    fn = (REPO / "templates/identity/home.sh.j2").read_text()
+    (tmp_path / "projects").mkdir()
+    run = lambda arg: subprocess.run(  # noqa: E731
+        ["sh", "-c", f"{fn}\nhome {arg} && pwd"], capture_output=True, text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    ok, missing, plain = run("projects"), run("thesis"), run("")
+    assert ok.returncode == 0 and ok.stdout.strip() == str(tmp_path / "projects")
+    assert missing.returncode == 1
+    assert missing.stderr == "home: you have no ~/thesis (mkdir ~/thesis makes it)\n"
+    assert plain.stdout.strip() == str(tmp_path)
