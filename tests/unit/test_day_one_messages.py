@@ -100,3 +100,14 @@ def test_home_into_a_missing_folder_says_so(tmp_path):
     assert missing.returncode == 1
     assert missing.stderr == "home: you have no ~/thesis (mkdir ~/thesis makes it)\n"
     assert plain.stdout.strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("argv", [["limits", "root"], ["storage", "usage", "root"]])
+def test_one_privacy_rule_for_what_a_person_uses(argv, monkeypatch, capsys):
+    from ds01.cli import main
+
+    monkeypatch.setattr("os.geteuid", lambda: 4242)
+    monkeypatch.setattr("os.getuid", lambda: 4242)
+    policy = str(REPO / "config/resource-allocation.yaml")
+    assert main([*argv, "--policy", policy]) == 2
+    assert "what root uses is theirs; root sees it" in capsys.readouterr().err
