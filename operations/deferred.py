@@ -99,4 +99,4 @@ def role_users(policy) -> dict[str, tuple[int, str]]:
     members = sorted({u for g in role_groups for u in group_members[g]})
     known = host.get_fact(Nss, users=members, groups=[])["users"]
     roles = Roles(policy).of_users(group_members, set(known))
-    return {u: (known[u][0], role) for u, role in roles.items()}
+    return {u: (known[u]["uid"], role) for u, role in roles.items()}

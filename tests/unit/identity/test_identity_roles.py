@@ -70,7 +70,8 @@ def deploy_roles(policy) -> dict[str, str]:
             if cls.__name__ == "ManagedGroups":
                 return {g: {"gid": 2000 + i, "members": m} for i, (g, m) in
                         enumerate({**GROUPS, "docker-users": []}.items())}  # fmt: skip
-            return {"users": {u: [200000 + i, 200000, f"/home/{u}", "x"]
+            return {"users": {u: {"uid": 200000 + i, "gid": 200000, "home": f"/home/{u}",
+                                  "group": "200000"}
                               for i, u in enumerate(everyone) if u in kwargs["users"]}}  # fmt: skip
 
     with mock.patch.object(deferred, "host", Host()):
