@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -26,6 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH,
                        help="the policy file (default: %(default)s)")  # fmt: skip
     check.set_defaults(func=cmd_check)
+
+
+def add_policy_option(parser: argparse.ArgumentParser) -> None:
+    """The one ``--policy`` option of every ds01 command (DS01_POLICY sets its default)."""
+    parser.add_argument(
+        "--policy", default=os.environ.get("DS01_POLICY", DEFAULT_POLICY_PATH),
+        help="policy file (default: $DS01_POLICY, else %(default)s)",
+    )  # fmt: skip
 
 
 def load_or_exit(path: str) -> Policy:

@@ -11,13 +11,10 @@ import json
 import os
 import sys
 
-from ds01.config import DEFAULT_POLICY_PATH, Policy
-from ds01.config_cli import load_or_exit
+from ds01.config import Policy
+from ds01.config_cli import add_policy_option, load_or_exit
 
-
-def _policy_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default=os.environ.get("DS01_POLICY", DEFAULT_POLICY_PATH),
-                   help="policy file (default: %(default)s)")  # fmt: skip
+_policy_arg = add_policy_option  # the one --policy option of every ds01 command
 
 
 def register(sub: argparse._SubParsersAction) -> None:

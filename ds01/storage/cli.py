@@ -7,8 +7,7 @@ import os
 import pwd
 import sys
 
-from ds01.config import DEFAULT_POLICY_PATH
-from ds01.config_cli import load_or_exit
+from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.storage import areas, purge, quota, usage
 
 
@@ -18,19 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("purge", help="remove scratch files unused for the policy's time (root)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--quiet", action="store_true", help="print nothing unless something failed")
-    p.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    add_policy_option(p)
     # Tests only: purge as if it were this Unix time (a file's ctime cannot be backdated).
     p.add_argument("--as-of", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_purge)
     u = ssub.add_parser("usage", help="your disk usage against your quota")
     u.add_argument("user", nargs="?", help="another user (root only: what a person uses is theirs)")
-    u.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    add_policy_option(u)
     u.set_defaults(func=cmd_usage)
     lim = sub.add_parser(
         "limits", help="your limits (CPU, memory, processes, GPUs) and current use"
     )
     lim.add_argument("user", nargs="?", help="another user (root only; default: you)")
-    lim.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    add_policy_option(lim)
     lim.set_defaults(func=cmd_limits)
 
 

@@ -111,3 +111,11 @@ def test_one_privacy_rule_for_what_a_person_uses(argv, monkeypatch, capsys):
     policy = str(REPO / "config/resource-allocation.yaml")
     assert main([*argv, "--policy", policy]) == 2
     assert "what root uses is theirs; root sees it" in capsys.readouterr().err
+
+
+def test_one_policy_option_honours_ds01_policy(monkeypatch):
+    monkeypatch.setenv("DS01_POLICY", "/tmp/elsewhere.yaml")
+    parser = build_parser()
+    for argv in (["limits"], ["storage", "usage"], ["storage", "purge"], ["users", "sync"],
+                 ["users", "explain", "j.doe"], ["users", "report"]):  # fmt: skip
+        assert parser.parse_args(argv).policy == "/tmp/elsewhere.yaml", argv
