@@ -78,6 +78,10 @@ def test_groups_match_the_classification_of_the_test_directory(vm, ad):
     for group, names in want.items():
         assert members(vm, group) == set(names), group
     assert "l.prof@example.lan" in want["ds01-faculty"]  # nested AD group
+    assert "567890@example.lan" in want["ds01-faculty"]  # primary group (primaryGroupID)
+    assert "345678@example.lan" in want["ds01-researcher"]  # nested through "R+D Lab" etc.
+    assert "456789@example.lan" in want["ds01-faculty"]  # ... and "Fakultät Physik"
+    assert "ji-woo.kruger@example.lan" in want["ds01-researcher"]  # the widened staff rule
     assert "204214@example.lan" in want["ds01-researcher"]  # explicit list beats the naming rule
     assert all("x.gone@example.lan" not in m for m in want.values())  # disabled
     assert all("datasciencelab" not in m for m in want.values())  # system user
