@@ -12,7 +12,6 @@ JSON has no comments, so it carries no header.
 import hashlib
 
 from pyinfra import host
-from pyinfra.api import OperationError
 from pyinfra.facts.server import Which
 from pyinfra.operations import apt, files, systemd
 
@@ -20,7 +19,6 @@ from deploys._support import REPO, apt_packages, wheelhouse
 from ds01.docker import cleanup
 from ds01.names import DOCKER_USERS_GROUP, ROOT_SLICE, role_group
 from ds01.units import format_size
-from facts.groups import GroupMembers
 from facts.python import PythonVersion
 from operations import deferred, groups
 
@@ -41,14 +39,9 @@ nvidia_runtime = host.get_fact(Which, command="nvidia-container-runtime")
 
 
 def groups_exist():
-    # Read when it runs: the groups come from deploys/groups.py in the same converge.
-    wanted = {DOCKER_USERS_GROUP, real_socket_group, *bare_metal} - {"root"}
-    missing = sorted(wanted - set(host.get_fact(GroupMembers, groups=sorted(wanted))))
-    if missing:
-        raise OperationError(
-            f"group(s) {', '.join(missing)} do not exist; they come from deploys/groups.py: "
-            "run deploys/all.py, or that deploy first"
-        )
+    # Read when it runs: the groups come from deploys/groups.py in the same converge
+    # (facts.groups.ManagedGroups: decided at execution while planning a fresh server).
+    deferred.managed_groups_now()
     yield from ()
 
 
@@ -169,8 +162,7 @@ device_group = bare_metal[0] if bare_metal else "root"
 
 def nvidia_device_gid():
     # The module option takes a gid, known only once deploys/groups.py has run.
-    known = host.get_fact(GroupMembers, groups=[device_group]) if bare_metal else {}
-    gid = known[device_group]["gid"] if bare_metal else 0
+    gid = deferred.managed_groups_now()[device_group]["gid"] if bare_metal else 0
     yield from files.template._inner(
         src=str(TEMPLATES / "nvidia-modprobe.conf.j2"), dest="/etc/modprobe.d/ds01-nvidia.conf",
         user="root", group="root", mode="0644", unix_group=device_group, gid=gid,

@@ -23,7 +23,10 @@ def role_members():
     # Read when it runs: on a fresh server, base.py (ds01 on the server) and
     # sssd.py (directory users in NSS) run earlier in the same converge.
     current = {g: set(v["members"]) for g, v in host.get_fact(GroupMembers, groups=names).items()}
-    desired, refused = desired_from_facts(policy, host.get_fact(DirectoryView), current)
+    seen = host.get_fact(DirectoryView)
+    if seen is None and not host.state.is_executing:
+        raise deferred.Undecided("once deploys/base.py has installed ds01 (it reads the directory)")
+    desired, refused = desired_from_facts(policy, seen, current)
     if refused:
         logger.warning(f"{host.name}: nobody is removed from the role groups: {refused}")
     for group in names:

@@ -42,7 +42,7 @@ def role_groups_exist():
 
 
 deferred.planned_at_execution(
-    name="Role groups exist (deploys/groups.py)", plan=role_groups_exist, what="role groups"
+    name="Role groups exist (deploys/groups.py)", plan=role_groups_exist, what="storage"
 )
 
 if policy.storage.quota_filesystem:

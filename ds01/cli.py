@@ -22,13 +22,42 @@ COMMAND_MODULES = (
 )
 
 
+# How `ds01 --help` groups the commands: a user's first screen shows theirs first.
+HELP_GROUPS = (
+    ("for everyone", ("limits", "container", "gpu", "storage")),
+    ("for admins", ("users", "config", "images", "admin-guard")),
+    ("run by the system", ("docker",)),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ds01", description="DS01 shared GPU server tools")
+    parser = argparse.ArgumentParser(
+        prog="ds01", description="DS01 shared GPU server tools",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"ds01 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    parser.epilog = _grouped(sub)
     return parser
+
+
+def _grouped(sub: argparse._SubParsersAction) -> str:
+    """The commands' one-line help, grouped by who uses them; the flat list
+    argparse would print is left out (argparse has no grouping of its own)."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    sub._choices_actions.clear()
+    placed = {n for _, names in HELP_GROUPS for n in names}
+    groups = [*HELP_GROUPS, ("other", tuple(n for n in helps if n not in placed))]
+    out = []
+    for title, names in groups:
+        names = [n for n in names if n in helps]
+        if names:
+            out.append(f"commands {title}:")
+            out += [f"  {n:<12} {helps[n]}" for n in names]
+            out.append("")
+    return "\n".join([*out, "`ds01 COMMAND --help` tells more."])
 
 
 def main(argv: list[str] | None = None) -> int:

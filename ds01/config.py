@@ -182,6 +182,15 @@ class DirectoryAttributes(Strict):
     account_control: str = "userAccountControl"
 
 
+def account_key(name: str, domain: str) -> str:
+    """One key per account, whatever the spelling: ``C.Rivera@example.lan`` and
+    ``c.rivera`` -> ``c.rivera`` (only ``domain``'s suffix is dropped)."""
+    user, at, dom = name.rpartition("@")
+    if at and dom.casefold() == domain.casefold():
+        name = user
+    return name.casefold()
+
+
 class Directory(Strict):
     """Where users and groups are read from (AD, or an RFC2307 LDAP server)."""
 
@@ -201,6 +210,18 @@ class Directory(Strict):
     # How directory accounts appear as Linux names: 'j.doe' or 'j.doe@example.lan'.
     name_style: Literal["plain", "qualified"]
     domain: str
+    # ldap:// without StartTLS sends the bind password and every answer in
+    # cleartext; only an explicit `allow_cleartext: true` accepts that.
+    allow_cleartext: bool = False
+
+    @model_validator(mode="after")
+    def _no_cleartext(self) -> Directory:
+        if self.uri.startswith("ldap://") and not self.start_tls and not self.allow_cleartext:
+            raise ValueError(
+                f"uri {self.uri} without start_tls would bind and read in cleartext: use "
+                "ldaps://, or set start_tls: true; allow_cleartext: true accepts it knowingly"
+            )
+        return self
 
 
 class NamingRule(Strict):
@@ -440,10 +461,19 @@ class Policy(Strict):
     docker: Docker
     schedules: Schedules
 
+    def override_for(self, user: str) -> UserOverride | None:
+        """The override of ``user`` whatever the spelling: ``c.rivera`` in the
+        policy is ``c.rivera@example.lan`` on the server (name_style: qualified)."""
+        key = account_key(user, self.identity.directory.domain)
+        for name, ov in self.overrides.items():
+            if account_key(name, self.identity.directory.domain) == key:
+                return ov
+        return None
+
     def limits_for(self, role: str, user: str | None = None) -> Role:
         """The effective limits of ``user`` in ``role``: the role, then their override."""
         base = self.roles[role]
-        ov = self.overrides.get(user) if user else None
+        ov = self.override_for(user) if user else None
         if ov is None:
             return base
         update = {}
@@ -699,6 +729,17 @@ def parse_policy(text: str, filename: str = "<policy>") -> Policy:
         raise PolicyError(problems)
     assert policy is not None
     return policy
+
+
+def source_lines(text: str) -> dict[Loc, int]:
+    """Key path -> line in policy text (``("overrides", "c.rivera")`` -> 12)."""
+    lines: dict[Loc, int] = {}
+    _walk(yaml.compose(text, Loader=yaml.SafeLoader), (), lines, [])
+    return lines
+
+
+def line_of(lines: dict[Loc, int], loc: Loc) -> int:
+    return _line_of(lines, loc)
 
 
 def load_policy(path: str | Path = DEFAULT_POLICY_PATH) -> Policy:

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Collection
+from pathlib import Path
 
-from ds01.config import DEFAULT_POLICY_PATH, Policy, PolicyError, load_policy
+from ds01.config import (
+    DEFAULT_POLICY_PATH,
+    Policy,
+    PolicyError,
+    account_key,
+    line_of,
+    load_policy,
+    source_lines,
+)
 from ds01.units import format_duration, format_size
 
 
@@ -13,8 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="the policy file")
     csub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = csub.add_parser("check", help="validate the policy file and print a summary")
-    check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH)
+    check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH,
+                       help="the policy file (default: %(default)s)")  # fmt: skip
     check.set_defaults(func=cmd_check)
+
+
+def add_policy_option(parser: argparse.ArgumentParser) -> None:
+    """The one ``--policy`` option of every ds01 command (DS01_POLICY sets its default)."""
+    parser.add_argument(
+        "--policy", default=os.environ.get("DS01_POLICY", DEFAULT_POLICY_PATH),
+        help="policy file (default: $DS01_POLICY, else %(default)s)",
+    )  # fmt: skip
 
 
 def load_or_exit(path: str) -> Policy:
@@ -68,8 +88,37 @@ def summary(policy: Policy) -> str:
     return "\n".join(rows)
 
 
+def unknown_names(policy: Policy, path: str, known: Collection[str]) -> list[str]:
+    """Warnings, FILE:LINE: key: ..., for each override and explicit member
+    that names nobody the last directory read saw (``known``: its users)."""
+    domain = policy.identity.directory.domain
+    seen = {account_key(n, domain) for n in known}
+    lines = source_lines(Path(path).read_text())
+    named = [(("overrides", u), u) for u in policy.overrides]
+    named += [
+        (("identity", "members", role, i), u)
+        for role, users in policy.identity.members.items()
+        for i, u in enumerate(users)
+    ]
+    return [
+        f"{path}:{line_of(lines, loc)}: {'.'.join(map(str, loc[:3]))}: warning: '{user}' "
+        "names nobody in the last directory read (a typo, or someone who left?)"
+        for loc, user in named
+        if account_key(user, domain) not in seen
+    ]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     policy = load_or_exit(args.file)
     print(summary(policy))
+    from ds01.identity.sync import State
+
+    state = State.load(policy.identity.sync.state_file)
+    if state.known:
+        for warning in unknown_names(policy, args.file, state.known):
+            print(warning, file=sys.stderr)
+    else:
+        print(f"(no directory read in {policy.identity.sync.state_file}: "
+              "names in overrides and members not checked)")  # fmt: skip
     print(f"\n{args.file}: OK")
     return 0

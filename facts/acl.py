@@ -47,6 +47,9 @@ class Acl(FactBase[AclState | None]):
     def default() -> None:
         return None
 
+    def requires_command(self, path: str) -> str:
+        return "getfacl"  # deploys/base.py installs acl
+
     def command(self, path: str) -> StringCommand:
         # -E: no '#effective:' comments; -p: keep the leading '/'.
         return StringCommand("getfacl -E -p --", QuoteString(path), "2>/dev/null || true")
@@ -95,17 +98,29 @@ _NSS_SCRIPT = (
     "    except KeyError: continue\n"
     "    try: g = grp.getgrgid(p.pw_gid).gr_name\n"
     "    except KeyError: g = str(p.pw_gid)\n"
-    "    users[u] = [p.pw_uid, p.pw_gid, p.pw_dir, g]\n"
+    "    users[u] = {'uid': p.pw_uid, 'gid': p.pw_gid, 'home': p.pw_dir, 'group': g}\n"
     "for g in sys.argv[n + 1:]:\n"
-    "    try: e = grp.getgrnam(g); groups[g] = [e.gr_gid, sorted(e.gr_mem)]\n"
+    "    try: e = grp.getgrnam(g); groups[g] = {'gid': e.gr_gid, 'members': sorted(e.gr_mem)}\n"
     "    except KeyError: pass\n"
     "print(json.dumps({'users': users, 'groups': groups}))\n"
 )
 
 
+class NssUser(TypedDict):
+    uid: int
+    gid: int
+    home: str
+    group: str  # the primary group's name (its gid as text when it has none)
+
+
+class NssGroup(TypedDict):
+    gid: int
+    members: list[str]  # secondary members
+
+
 class NssNames(TypedDict):
-    users: dict[str, list]  # name -> [uid, gid, home, primary group name]
-    groups: dict[str, list]  # name -> [gid, [secondary members]]
+    users: dict[str, NssUser]
+    groups: dict[str, NssGroup]
 
 
 class Nss(FactBase[NssNames]):
@@ -121,9 +136,10 @@ class Nss(FactBase[NssNames]):
 
         {
             "users": {
-                "j.doe@example.lan": [1001, 1001, "/home/j.doe@example.lan", "j.doe@example.lan"],
+                "j.doe@example.lan": {"uid": 200001, "gid": 200000,
+                                      "home": "/home/j.doe@example.lan", "group": "200000"},
             },
-            "groups": {"ds01-student": [2001, ["123456@example.lan"]]},
+            "groups": {"ds01-student": {"gid": 2001, "members": ["123456@example.lan"]}},
         }
     """
 

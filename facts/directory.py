@@ -33,10 +33,13 @@ class DirectoryView(FactBase[dict | None]):
     """
 
 
+    def requires_command(self, ds01: str = "/usr/local/bin/ds01") -> str:
+        # Missing while planning a fresh server (deploys/base.py installs it).
+        return ds01
+
     def command(self, ds01: str = "/usr/local/bin/ds01") -> StringCommand:
         # The exit code says whether the directory answered; the JSON says it too.
-        return StringCommand("test -x", QuoteString(ds01), "&&", QuoteString(ds01),
-                             "users directory 2>/dev/null; true")  # fmt: skip
+        return StringCommand(QuoteString(ds01), "users directory 2>/dev/null; true")
 
     def process(self, output: list[str]) -> dict | None:
         text = "\n".join(output).strip()

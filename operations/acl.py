@@ -90,8 +90,11 @@ def directory(
     want_default = with_mask(default or {})
 
     have = host.get_fact(Acl, path=path)
-    if have is None:
+    if have is None and host.state.is_executing:
         raise OperationError(f"{path} does not exist; create the directory before setting its ACL")
+    if have is None:
+        # Planning: the files.directory before this one creates it in the same run.
+        have = {"access": {}, "default": {}, "setgid": False, "sticky": False}
 
     changed = False
     if have["access"] != want_access:

@@ -1,34 +1,39 @@
 """Run a pyinfra operation against fixture facts and compare the commands it yields.
 
 A fixture is a JSON file: ``args`` (the operation's keyword arguments),
-``facts`` (``{"FactClass": {"key=value,...": result}}``, keys sorted by
-argument name), and either ``commands`` (what it must yield, as strings) or
+``facts`` (``{"facts.acl.Acl": {"key=value,...": result}}``: the fact's
+module-qualified name, then its arguments sorted by name), and either ``commands`` (what it must yield, as strings) or
 ``exception`` (a substring of the OperationError it must raise). ``noop``
 (optional) is a substring of the no-op message it must report; a fixture
-with no commands must report one.
+with no commands must report one. ``"executing": false`` runs the operation
+as pyinfra's change detection does while it prepares (default: executing).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 from pyinfra.api import OperationError
 
 
 class FakeHost:
-    def __init__(self, facts: dict):
+    def __init__(self, facts: dict, executing: bool = True):
         self.facts = facts
+        self.state = SimpleNamespace(is_executing=executing)  # prepare: False
         self.noops: list[str] = []
         self.asked: list[str] = []
 
     def get_fact(self, cls, **kwargs):
+        # Keyed by the fact's module-qualified name, as pyinfra's own tests do
+        # ("facts.acl.Acl", "files.File"): two facts may share a class name.
         key = ",".join(f"{k}={_key(v)}" for k, v in sorted(kwargs.items()))
-        self.asked.append(f"{cls.__name__}[{key}]")
-        by_args = self.facts[cls.__name__]
+        self.asked.append(f"{cls.name}[{key}]")
+        by_args = self.facts[cls.name]
         if key not in by_args:
-            raise AssertionError(f"fixture has no {cls.__name__} fact for {key!r}: {sorted(by_args)}")
+            raise AssertionError(f"fixture has no {cls.name} fact for {key!r}: {sorted(by_args)}")
         return by_args[key]
 
     def noop(self, message: str) -> None:
@@ -66,7 +71,7 @@ def fixtures(folder: Path) -> list[Path]:
 
 def run_fixture(module, op_name: str, path: Path) -> None:
     spec = json.loads(path.read_text())
-    fake = FakeHost(spec.get("facts", {}))
+    fake = FakeHost(spec.get("facts", {}), executing=spec.get("executing", True))
     op = getattr(module, op_name)._inner
     with mock.patch.object(module, "host", fake):
         if "exception" in spec:

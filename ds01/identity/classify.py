@@ -2,7 +2,8 @@
 
 Order of decision (the first that applies wins):
 
-1. ``system_users``   -> no role (service and admin accounts are never classified)
+1. ``system_users``, and the directory's bind account (``bind_dn``) -> no role
+   (service and admin accounts are never classified)
 2. ``archived``       -> no role (home kept for the admin)
 3. disabled in the directory -> no role
 4. ``members``        -> the listed role (explicit lists always win)
@@ -22,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ds01.config import Policy
+from ds01.identity.directory import dn_key
 from ds01.identity.model import DirectoryUser, DirectoryView
 
 
@@ -89,6 +91,8 @@ class Classifier:
         }
         self.groups = {g.casefold(): (g, role) for g, role in ident.directory_groups.items()}
         self.rules = [(re.compile(r.pattern), r.pattern, r.role) for r in ident.naming_rules]
+        bind = ident.directory.bind_dn
+        self.bind = dn_key(bind) if bind else None
 
     def classify(
         self,
@@ -98,8 +102,10 @@ class Classifier:
         group_parents: dict[str, tuple[str, ...]] | None = None,
         disabled: bool = False,
         in_directory: bool = True,
+        dn: str | None = None,
     ) -> Decision:
-        """Decide the role of one account. ``name`` may be plain or qualified."""
+        """Decide the role of one account. ``name`` may be plain or qualified;
+        ``dn`` is its directory entry's DN, when it has one."""
         account = plain(name, self.domain)
         key = account.casefold()
         lname = linux_name(account, self.policy) if in_directory else name
@@ -109,6 +115,10 @@ class Classifier:
 
         if key in self.system:
             return decide(None, "system_user", "listed in identity.system_users (never classified)")
+        if dn is not None and self.bind is not None and dn_key(dn) == self.bind:
+            return decide(
+                None, "system_user", "the policy's bind account (identity.directory.bind_dn)"
+            )
         if key in self.archived:
             return decide(None, "archived", "listed in identity.archived (no role, home kept)")
         if disabled:
@@ -145,6 +155,7 @@ class Classifier:
             member_of=user.member_of,
             group_parents=view.group_parents,
             disabled=user.disabled,
+            dn=user.dn,
         )
 
 

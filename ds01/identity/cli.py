@@ -11,13 +11,10 @@ import json
 import os
 import sys
 
-from ds01.config import DEFAULT_POLICY_PATH, Policy
-from ds01.config_cli import load_or_exit
+from ds01.config import Policy
+from ds01.config_cli import add_policy_option, load_or_exit
 
-
-def _policy_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default=os.environ.get("DS01_POLICY", DEFAULT_POLICY_PATH),
-                   help="policy file (default: %(default)s)")  # fmt: skip
+_policy_arg = add_policy_option  # the one --policy option of every ds01 command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_sync)
 
     e = usub.add_parser("explain", help="which role a user gets, and why")
-    e.add_argument("name")
+    e.add_argument("name", help="the user, as written anywhere (j.doe or j.doe@example.lan)")
     _policy_arg(e)
     e.set_defaults(func=cmd_explain)
 
     r = usub.add_parser("report", help="staleness report: last login, last change, size")
     fmt = r.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="print the report as JSON")
+    fmt.add_argument("--csv", action="store_true", help="print the report as CSV")
     r.add_argument(
         "--save",
         action="store_true",
@@ -168,10 +165,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             where = "found in the directory" if entry else "not in the directory"
         except DirectoryError as e:
             where = f"directory unreadable ({e.message})"
+    if where.startswith("directory unreadable"):
+        # An ordinary user cannot read the bind secret: say what the server
+        # holds, rather than guess from the rules as if every name were in AD.
+        return _explain_from_server(args.name, policy, where)
     if entry:
         d = c.classify_user(entry, view)
-    else:  # unreadable directory: show what the rules would say for a directory account
-        d = c.classify(args.name, in_directory=where.startswith("directory unreadable"))
+    else:
+        d = c.classify(args.name, in_directory=False)
     now = local.role_of(d.name, policy) if local.resolvable([d.name]) else None
     print(f"{d.name}: {d.role or 'no role'} ({d.rule})")
     print(f"  why: {d.reason}")
@@ -181,6 +182,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  groups: {groups}; disabled: {'yes' if entry.disabled else 'no'}")
     print(f"  on this server now: {now or 'no role'}"
           + ("" if now == d.role else "  (differs: the next sync changes it)"))  # fmt: skip
+    return 0
+
+
+def _explain_from_server(name: str, policy, where: str) -> int:
+    from ds01.identity import local
+    from ds01.identity.classify import linux_name, plain
+
+    spellings = [name, linux_name(plain(name, policy.identity.directory.domain), policy)]
+    found = sorted(local.resolvable(spellings))
+    if not found:
+        print(f"{name}: no account on this server")
+        return 0
+    role = local.role_of(found[0], policy)
+    print(f"{found[0]}: {role or 'no role'} (on this server now: the role groups the last "
+          "sync wrote)")  # fmt: skip
+    print(f"  directory: not read here ({where.removeprefix('directory unreadable (')[:-1]})")
+    print(f"  why: an admin sees it with `sudo ds01 users explain {name}`")
     return 0
 
 

@@ -9,6 +9,7 @@ is read from a root-only file on the server and is never logged or shown.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import stat
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ from ds01.config import Directory
 from ds01.identity.model import DirectoryUser, DirectoryView
 
 ACCOUNTDISABLE = 0x0002
+# AD: a user's primary group is not in memberOf; primaryGroupID is its RID.
+PRIMARY_GROUP_ID = "primaryGroupID"
+OBJECT_SID = "objectSid"
 _FILETIME_EPOCH = 11644473600  # seconds between 1601-01-01 and 1970-01-01
 
 
@@ -141,11 +145,57 @@ def _int(v: str | None) -> int | None:
         return None
 
 
-def _cn(dn: str) -> str:
+_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)", re.S)
+
+
+def unescape(value: str) -> str:
+    """An RDN value as written in a DN (RFC 4514) -> the attribute's value:
+    ``Economics\\, Research Staff`` -> ``Economics, Research Staff``;
+    ``\\C3\\A4`` (UTF-8 bytes in hex) -> ``ä``."""
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(value):
+        out += value[pos : m.start()].encode()
+        esc = m.group(1)
+        out += bytes.fromhex(esc) if len(esc) == 2 and _is_hex(esc) else esc.encode()
+        pos = m.end()
+    out += value[pos:].encode()
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+def dn_key(dn: str) -> tuple[tuple[str, str], ...]:
+    """A DN in a form two spellings of the same DN share (case, escaping and
+    spaces after commas do not matter), for comparing DNs, never CN strings."""
     try:
-        return parse_dn(dn)[0][1]
+        rdns = parse_dn(dn, strip=True)
+        return tuple((a.casefold(), unescape(v).casefold()) for a, v, _ in rdns)
+    except Exception:
+        return (("", dn.casefold()),)
+
+
+def _cn(dn: str) -> str:
+    """The first RDN's value of ``dn``, unescaped."""
+    try:
+        return unescape(parse_dn(dn)[0][1])
     except Exception:
         return dn
+
+
+def _raw(entry: dict, attr: str) -> bytes | None:
+    for key, values in entry["raw_attributes"].items():
+        if key.casefold() == attr.casefold() and values:
+            return bytes(values[0])
+    return None
+
+
+def primary_group_sid(user_sid: bytes, rid: int) -> bytes:
+    """The SID of a user's primary group: the user's domain SID (its own SID
+    without the last sub-authority) followed by ``primaryGroupID``."""
+    return user_sid[:-4] + rid.to_bytes(4, "little")
 
 
 def _filetime(v: str | None) -> float | None:
@@ -155,51 +205,72 @@ def _filetime(v: str | None) -> float | None:
     return t / 10_000_000 - _FILETIME_EPOCH
 
 
-def _groups(
-    conn: ldap3.Connection, d: Directory
-) -> tuple[dict[str, str], dict[str, tuple[str, ...]], dict[str, list[str]]]:
-    """(group DN -> CN, group CN -> parent CNs, account -> group CNs by memberUid)."""
+class _Groups:
+    """The groups under group_base_dn, keyed by DN (compared with dn_key)."""
+
+    def __init__(self) -> None:
+        self.cn_of: dict[tuple, str] = {}  # dn_key -> CN
+        self.by_sid: dict[bytes, str] = {}  # AD objectSid -> CN (primary groups)
+        self.parents: dict[str, tuple[str, ...]] = {}  # CN -> parent CNs
+        self.by_uid: dict[str, list[str]] = {}  # RFC2307 memberUid -> CNs
+
+    def cn(self, dn: str) -> str:
+        return self.cn_of.get(dn_key(dn)) or _cn(dn)
+
+
+def _groups(conn: ldap3.Connection, d: Directory) -> _Groups:
     a = d.attributes
     if d.kind == "ad":
-        filt, attrs = "(objectClass=group)", ["cn", a.member_of]
+        filt, attrs = "(objectClass=group)", ["cn", a.member_of, OBJECT_SID]
     else:
         filt, attrs = (
             "(|(objectClass=posixGroup)(objectClass=groupOfNames))",
             ["cn", "memberUid", "member"],
         )
-    cn_of: dict[str, str] = {}
-    parents: dict[str, list[str]] = {}
-    by_uid: dict[str, list[str]] = {}
-    member_dns: list[tuple[str, list[str]]] = []
+    g = _Groups()
+    up: list[tuple[str, list[str]]] = []  # (CN, DNs of its parents) for AD
+    down: list[tuple[str, list[str]]] = []  # (CN, DNs of its members) for RFC2307bis
     for e in paged(conn, d.group_base_dn, filt, attrs, d.page_size):
         cn = _first(e, "cn") or _cn(e["dn"])
-        cn_of[e["dn"].casefold()] = cn
-        parents.setdefault(cn, [])
+        g.cn_of[dn_key(e["dn"])] = cn
+        g.parents.setdefault(cn, ())
         if d.kind == "ad":
-            parents[cn] = [_cn(p) for p in _all(e, a.member_of)]
+            up.append((cn, _all(e, a.member_of)))
+            sid = _raw(e, OBJECT_SID)
+            if sid:
+                g.by_sid[sid] = cn
         else:
             for uid in _all(e, "memberUid"):
-                by_uid.setdefault(uid, []).append(cn)
-            member_dns.append((cn, _all(e, "member")))
-    for cn, members in member_dns:  # RFC2307bis: groups inside groups
+                g.by_uid.setdefault(uid, []).append(cn)
+            down.append((cn, _all(e, "member")))
+    # Resolved once every group's DN is known (a parent may come on a later page).
+    parents: dict[str, list[str]] = {cn: [] for cn in g.parents}
+    for cn, parent_dns in up:
+        parents[cn] += [g.cn(p) for p in parent_dns]
+    for cn, members in down:  # RFC2307bis: groups inside groups
         for m in members:
-            child = cn_of.get(m.casefold())
+            child = g.cn_of.get(dn_key(m))
             if child:
                 parents[child].append(cn)
             else:
-                by_uid.setdefault(_cn(m), []).append(cn)
-    return cn_of, {g: tuple(sorted(set(p))) for g, p in parents.items()}, by_uid
+                g.by_uid.setdefault(_cn(m), []).append(cn)
+    g.parents = {cn: tuple(sorted(set(p))) for cn, p in parents.items()}
+    return g
 
 
-def _user(
-    e: dict, d: Directory, cn_of: dict[str, str], by_uid: dict[str, list[str]]
-) -> DirectoryUser | None:
+def _user(e: dict, d: Directory, groups: _Groups) -> DirectoryUser | None:
     a = d.attributes
     account = _first(e, a.account)
     if not account:
         return None
-    groups = [cn_of.get(g.casefold(), _cn(g)) for g in _all(e, a.member_of)]
-    groups += by_uid.get(account, [])
+    names = [groups.cn(g) for g in _all(e, a.member_of)]
+    names += groups.by_uid.get(account, [])
+    # AD leaves the primary group out of memberOf; primaryGroupID names it by RID.
+    rid, sid = _int(_first(e, PRIMARY_GROUP_ID)), _raw(e, OBJECT_SID)
+    if d.kind == "ad" and rid is not None and sid:
+        primary = groups.by_sid.get(primary_group_sid(sid, rid))
+        if primary:
+            names.append(primary)
     uac = _int(_first(e, a.account_control)) or 0
     return DirectoryUser(
         account=account,
@@ -209,7 +280,7 @@ def _user(
         display_name=_first(e, a.display_name),
         uid_number=_int(_first(e, a.uid_number)),
         gid_number=_int(_first(e, a.gid_number)),
-        member_of=tuple(sorted(set(groups))),
+        member_of=tuple(sorted(set(names))),
         disabled=bool(uac & ACCOUNTDISABLE),
         last_logon=_filetime(_first(e, a.last_logon)),
     )
@@ -219,6 +290,8 @@ def _attrs(d: Directory) -> list[str]:
     a = d.attributes
     names = [a.account, a.principal, a.mail, a.display_name, a.uid_number, a.gid_number,
              a.member_of, a.last_logon, a.account_control]  # fmt: skip
+    if d.kind == "ad":
+        names += [PRIMARY_GROUP_ID, OBJECT_SID]
     return sorted(set(names))
 
 
@@ -229,26 +302,26 @@ def read(d: Directory, password: str | None = None) -> DirectoryView:
     answers only partially."""
     conn = connect(d, password)
     try:
-        cn_of, parents, by_uid = _groups(conn, d)
+        groups = _groups(conn, d)
         users: dict[str, DirectoryUser] = {}
         for e in paged(conn, d.user_base_dn, d.user_filter, _attrs(d), d.page_size):
-            u = _user(e, d, cn_of, by_uid)
+            u = _user(e, d, groups)
             if u is not None:
                 users[u.account.casefold()] = u
     finally:
         conn.unbind()
     return DirectoryView(users=tuple(sorted(users.values(), key=lambda u: u.account)),
-                         group_parents=parents)  # fmt: skip
+                         group_parents=groups.parents)  # fmt: skip
 
 
 def read_one(d: Directory, account: str, password: str | None = None) -> DirectoryView:
     """Like :func:`read` for one account (``ds01 users explain``): its entry and all groups."""
     conn = connect(d, password)
     try:
-        cn_of, parents, by_uid = _groups(conn, d)
+        groups = _groups(conn, d)
         filt = f"(&{d.user_filter}({d.attributes.account}={escape_filter_chars(account)}))"
         users = [u for e in paged(conn, d.user_base_dn, filt, _attrs(d), d.page_size)
-                 if (u := _user(e, d, cn_of, by_uid))]  # fmt: skip
+                 if (u := _user(e, d, groups))]  # fmt: skip
     finally:
         conn.unbind()
-    return DirectoryView(users=tuple(users), group_parents=parents)
+    return DirectoryView(users=tuple(users), group_parents=groups.parents)

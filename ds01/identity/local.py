@@ -2,7 +2,8 @@
 winbind users are seen exactly as login sees them), and the new-user home.
 
 ``role_of`` is what every runtime component asks: which role does this Linux
-user hold right now (membership of the ``ds01-<role>`` groups)?
+user hold right now? (ds01.identity.roles decides, from the ``ds01-<role>``
+groups read here.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ds01.config import Policy
 from ds01.hooks import LocalUser
+from ds01.identity import roles
 from ds01.names import DOCKER_USERS_GROUP, role_group
 
 
@@ -49,17 +51,10 @@ def resolvable(names) -> set[str]:
 
 
 def role_of(user_name: str, policy: Policy) -> str | None:
-    """The role ``user_name`` holds: the ``ds01-<role>`` group they are in (the
-    highest-priority one if a pending change leaves them in two), else None."""
-    held = []
-    for role, spec in policy.roles.items():
-        try:
-            members = grp.getgrnam(role_group(role)).gr_mem
-        except KeyError:
-            continue
-        if user_name in members:
-            held.append((spec.priority, role))
-    return max(held)[1] if held else None
+    """The role ``user_name`` (a user on this server) holds now, from the role
+    groups as NSS lists them: ds01.identity.roles decides, for everyone."""
+    groups = group_members([role_group(r) for r in policy.roles])
+    return roles.role_of(user_name, policy, groups)
 
 
 def local_user(name: str, role: str) -> LocalUser:

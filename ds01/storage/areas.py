@@ -127,25 +127,6 @@ def without_users(d: DirPlan, missing: set[str]) -> DirPlan:
     )  # fmt: skip
 
 
-def roles_of_users(
-    policy: Policy, group_members: dict[str, list[str]], existing: set[str]
-) -> dict[str, str]:
-    """User -> role, as the server sees it: the policy's explicit lists win
-    (for users that exist), then ds01-<role> group membership (highest
-    priority first). System users and archived users get no role."""
-    skip = set(policy.identity.system_users) | set(policy.identity.archived)
-    out: dict[str, str] = {}
-    by_priority = sorted(policy.roles, key=lambda r: -policy.roles[r].priority)
-    for role in by_priority:
-        for user in group_members.get(role_group(role), []):
-            out.setdefault(user, role)
-    for role, users in policy.identity.members.items():
-        for user in users:
-            if user in existing:
-                out[user] = role
-    return {u: r for u, r in sorted(out.items()) if u not in skip}
-
-
 def scratch_areas(policy: Policy) -> list[Area]:
     return [a for a in policy.storage.areas.values() if a.kind == "scratch"]
 

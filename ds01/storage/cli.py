@@ -7,8 +7,7 @@ import os
 import pwd
 import sys
 
-from ds01.config import DEFAULT_POLICY_PATH
-from ds01.config_cli import load_or_exit
+from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.storage import areas, purge, quota, usage
 
 
@@ -18,19 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("purge", help="remove scratch files unused for the policy's time (root)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--quiet", action="store_true", help="print nothing unless something failed")
-    p.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    add_policy_option(p)
     # Tests only: purge as if it were this Unix time (a file's ctime cannot be backdated).
     p.add_argument("--as-of", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_purge)
     u = ssub.add_parser("usage", help="your disk usage against your quota")
-    u.add_argument("user", nargs="?", help="another user (root only)")
-    u.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    u.add_argument("user", nargs="?", help="another user (root only: what a person uses is theirs)")
+    add_policy_option(u)
     u.set_defaults(func=cmd_usage)
     lim = sub.add_parser(
         "limits", help="your limits (CPU, memory, processes, GPUs) and current use"
     )
-    lim.add_argument("user", nargs="?", help="another user (default: you)")
-    lim.add_argument("--policy", default=DEFAULT_POLICY_PATH, help=argparse.SUPPRESS)
+    lim.add_argument("user", nargs="?", help="another user (root only; default: you)")
+    add_policy_option(lim)
     lim.set_defaults(func=cmd_limits)
 
 
@@ -39,6 +38,17 @@ def _user(name: str | None) -> pwd.struct_passwd:
         return pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())
     except KeyError:
         raise SystemExit(f"ds01: no such user {name!r}") from None
+
+
+def _private(command: str, pw: pwd.struct_passwd) -> bool:
+    """DS01's privacy rule: what is taken is public (GPU units: ``ds01 gpu
+    status``); what a person uses (disk, CPU, memory) is theirs and root's.
+    True, with the refusal printed, when the caller may not see ``pw``'s."""
+    if os.geteuid() == 0 or pw.pw_uid == os.getuid():
+        return False
+    print(f"ds01 {command}: what {pw.pw_name} uses is theirs; root sees it "
+          f"(sudo ds01 {command} {pw.pw_name})", file=sys.stderr)  # fmt: skip
+    return True
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -75,8 +85,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     policy = load_or_exit(args.policy)
     pw = _user(args.user)
-    if args.user and os.geteuid() != 0 and pw.pw_uid != os.getuid():
-        print("ds01 storage usage: only root sees another user's usage", file=sys.stderr)
+    if _private("storage usage", pw):
         return 2
     area = quota.quota_area(policy)
     if area is None or policy.storage.quota_filesystem is None:
@@ -116,6 +125,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def cmd_limits(args: argparse.Namespace) -> int:
     policy = load_or_exit(args.policy)
     pw = _user(args.user)
+    if _private("limits", pw):
+        return 2
     from ds01.identity.local import role_of
 
     print(usage.limits_report(policy, pw.pw_name, pw.pw_uid, role_of(pw.pw_name, policy)))

@@ -81,6 +81,8 @@ def slice_rows(title: str, lim: SliceLimits, use: SliceUse) -> list[str]:
 
 
 def format_size_human(n: int) -> str:
+    if n == 0:
+        return "0"  # an empty slice: not "0T" (0 is a multiple of every unit)
     exact = format_size(n)
     if exact[-1] in "kmgt" and len(exact) <= 6:
         return exact.upper() if exact[-1] != "k" else exact[:-1] + "K"
@@ -105,7 +107,7 @@ def limits_report(
             "no GPU. Ask the admin if this is wrong."
         )
     eff = policy.limits_for(role, user)
-    override = " (with a personal exception)" if user in policy.overrides else ""
+    override = " (with a personal exception)" if policy.override_for(user) else ""
     containers = slice_cgroup_path(user_slice(role, user))
     login = f"user.slice/user-{uid}.slice"
     c_use, l_use = sample([containers, login], interval=interval, root=root)

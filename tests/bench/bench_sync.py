@@ -84,7 +84,7 @@ def bench_read(ad: Path, rounds: int = 3) -> None:
     import samba_ad
 
     with tempfile.TemporaryDirectory() as t:
-        p = policy(Path(t), uri="ldap://127.0.0.1:389", start_tls=True, ca_file=str(ad / "ca.pem"),
+        p = policy(Path(t), uri=samba_ad.uri(ad), start_tls=True, ca_file=str(ad / "ca.pem"),
                    bind_dn=samba_ad.READER_DN, bind_password_file=str(ad / "bind.secret"),
                    user_base_dn=f"OU=People,{samba_ad.BASE}",
                    group_base_dn=f"OU=Groups,{samba_ad.BASE}", page_size=500)  # fmt: skip

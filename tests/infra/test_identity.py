@@ -3,7 +3,7 @@ privacy and the admin guard.
 
     python3 tests/integration/samba_ad.py up --dir /tmp/ds01-ad
     python3 tests/vm/vm.py up --name id --port 2232 \\
-        --guestfwd "$(python3 tests/integration/samba_ad.py guestfwd)"
+        --guestfwd "$(python3 tests/integration/samba_ad.py guestfwd --dir /tmp/ds01-ad)"
     DS01_VM=id DS01_BIND_SECRET_FILE=/tmp/ds01-ad/bind.secret \\
         DS01_LDAP_CA_FILE=/tmp/ds01-ad/ca.pem pyinfra -y tests/vm/inventory.py deploys/all.py
     DS01_VM=id DS01_TEST_AD_DIR=/tmp/ds01-ad python3 -m pytest tests/infra/test_identity.py
@@ -69,7 +69,7 @@ def test_directory_users_resolve_through_sssd_in_both_name_styles(vm):
 def test_groups_match_the_classification_of_the_test_directory(vm, ad):
     policy = load_policy(REPO / "tests/vm/policy.yaml")
     here = policy.identity.directory.model_copy(update={
-        "uri": "ldap://127.0.0.1:389", "ca_file": str(ad / "ca.pem"),
+        "uri": samba_ad.uri(ad), "ca_file": str(ad / "ca.pem"),
         "bind_password_file": str(ad / "bind.secret"),
     })  # fmt: skip
     view = directory.read(here)
@@ -78,6 +78,10 @@ def test_groups_match_the_classification_of_the_test_directory(vm, ad):
     for group, names in want.items():
         assert members(vm, group) == set(names), group
     assert "l.prof@example.lan" in want["ds01-faculty"]  # nested AD group
+    assert "567890@example.lan" in want["ds01-faculty"]  # primary group (primaryGroupID)
+    assert "345678@example.lan" in want["ds01-researcher"]  # nested through "R+D Lab" etc.
+    assert "456789@example.lan" in want["ds01-faculty"]  # ... and "Fakultät Physik"
+    assert "ji-woo.kruger@example.lan" in want["ds01-researcher"]  # the widened staff rule
     assert "204214@example.lan" in want["ds01-researcher"]  # explicit list beats the naming rule
     assert all("x.gone@example.lan" not in m for m in want.values())  # disabled
     assert all("datasciencelab" not in m for m in want.values())  # system user

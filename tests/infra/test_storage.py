@@ -143,6 +143,9 @@ def test_quota_exceeded_and_usage(vm):
     vm.run(f"rm -f {f}")
     admin = as_user(vm, "lt.admin", "ds01 storage usage")
     assert "no quota for your role" in admin.stdout
+    for cmd in ("ds01 storage usage lt.admin", "ds01 limits lt.admin"):  # one privacy rule
+        other = as_user(vm, "lt.student", cmd)
+        assert other.rc == 2 and "what lt.admin uses is theirs" in other.stderr, cmd
 
 
 def test_new_user_hook_gives_scratch_quota_and_slice(vm):

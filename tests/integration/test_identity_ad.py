@@ -49,7 +49,7 @@ def ad(tmp_path_factory):
 def policy_for(ad: Path, **directory_changes):
     data = yaml.safe_load((REPO / "config/resource-allocation.yaml").read_text())
     data["identity"]["directory"].update({
-        "uri": "ldap://127.0.0.1:389", "start_tls": True, "ca_file": str(ad / "ca.pem"),
+        "uri": samba_ad.uri(ad), "start_tls": True, "ca_file": str(ad / "ca.pem"),
         "bind_dn": samba_ad.READER_DN, "bind_password_file": str(ad / "bind.secret"),
         "user_base_dn": f"OU=People,{samba_ad.BASE}", "group_base_dn": f"OU=Groups,{samba_ad.BASE}",
         "page_size": 200, **directory_changes,
@@ -87,12 +87,12 @@ def test_reader_returns_every_user_over_starttls(ad, page_size):
 
 
 def test_ldaps_with_the_right_ca(ad):
-    p = policy_for(ad, uri="ldaps://localhost:636", start_tls=False)
+    p = policy_for(ad, uri=f"ldaps://{samba_ad.address(ad)}:636", start_tls=False)
     assert len(directory.read(p.identity.directory).users) > 1000
 
 
 def test_ldaps_with_an_unknown_ca_is_refused(ad):
-    p = policy_for(ad, uri="ldaps://localhost:636", start_tls=False,
+    p = policy_for(ad, uri=f"ldaps://{samba_ad.address(ad)}:636", start_tls=False,
                    ca_file="/etc/ssl/certs/ca-certificates.crt")  # fmt: skip
     with pytest.raises(DirectoryError, match="cannot reach|certificate"):
         directory.read(p.identity.directory)
@@ -131,6 +131,48 @@ def test_attributes_disabled_nested_numeric_dotted(ad):
     assert roles["g.jaa"] == ("researcher", "directory_group")
 
 
+def test_primary_group_escaped_names_and_staff_names(ad):
+    """AD's primaryGroupID (not in memberOf), nesting through group names that
+    DNs escape (comma, plus, quotes, non-ASCII), and the widened staff rule."""
+    p = policy_for(ad)
+    view = directory.read(p.identity.directory)
+    by = {u.account: u for u in view.users}
+    # AD moved 567890's Domain Users membership into memberOf and DS01-Faculty out of it:
+    raw = directory.connect(p.identity.directory)
+    raw.search(by["567890"].dn, "(objectClass=*)", search_scope=ldap3.BASE,
+               attributes=["memberOf", "primaryGroupID"])  # fmt: skip
+    entry = raw.response[0]["attributes"]
+    raw.unbind()
+    assert not any("DS01-Faculty" in g for g in entry["memberOf"]) and entry["primaryGroupID"] != 513
+    assert by["567890"].member_of == ("DS01-Faculty", "Domain Users")  # by primaryGroupID
+    assert by["345678"].member_of == ("R+D Lab",)
+    assert view.group_parents["R+D Lab"] == ("Economics, Research Staff",)
+    assert view.group_parents["Economics, Research Staff"] == ("DS01-Researchers",)
+    assert view.group_parents["Fakultät Physik"] == ('The "Quoted" Group',)
+    assert view.group_parents['The "Quoted" Group'] == ("DS01-Faculty",)
+    decisions = {d.account: d for d in classify_all(view, p, set()).values()}
+    got = {a: (decisions[a].role, decisions[a].rule) for a in
+           ("567890", "345678", "456789", "c.hartmann2", "ji-woo.kruger")}  # fmt: skip
+    assert got == {
+        "567890": ("faculty", "directory_group"),
+        "345678": ("researcher", "directory_group"),
+        "456789": ("faculty", "directory_group"),
+        "c.hartmann2": ("researcher", "naming_rule"),
+        "ji-woo.kruger": ("researcher", "naming_rule"),
+    }
+    assert decisions["345678"].reason == (
+        "member of directory group DS01-Researchers "
+        "(nested: R+D Lab -> Economics, Research Staff -> DS01-Researchers)"
+    )
+
+
+def test_the_bind_account_read_from_the_directory_is_a_system_user(ad):
+    p = policy_for(ad, user_base_dn=samba_ad.BASE)  # the service OU too
+    decisions = {d.account: d for d in classify_all(directory.read(p.identity.directory), p,
+                                                    set()).values()}  # fmt: skip
+    assert (decisions["ds01-reader"].role, decisions["ds01-reader"].rule) == (None, "system_user")
+
+
 def test_a_user_added_to_the_directory_is_planned_in_the_next_sync(ad):
     p = policy_for(ad)
     name = "n." + "".join(random.choices(string.ascii_lowercase, k=8))
@@ -151,7 +193,8 @@ def test_a_user_added_to_the_directory_is_planned_in_the_next_sync(ad):
 
 
 def test_unreachable_directory_plans_no_removal(ad):
-    p = policy_for(ad, uri="ldap://127.0.0.1:9", start_tls=False, timeout="3s")
+    p = policy_for(ad, uri="ldap://127.0.0.1:9", start_tls=False, allow_cleartext=True,
+                   timeout="3s")  # fmt: skip
     try:
         view, error = directory.read(p.identity.directory), None
     except DirectoryError as e:

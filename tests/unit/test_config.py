@@ -141,3 +141,47 @@ def test_cli_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["config", "check", str(tmp_path / "nope.yaml")])
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_cleartext_directory_is_refused_unless_allowed():
+    text = TEXT.replace("    uri: ldaps://dc1.example.lan\n", "    uri: ldap://dc1.example.lan\n", 1)
+    out = problems(text)
+    assert len(out) == 1 and "cleartext" in out[0], out
+    assert out[0].startswith(f"p.yaml:{line_of(text, '  directory:')}: identity.directory"), out
+    allowed = text.replace("    start_tls: false", "    allow_cleartext: true\n    start_tls: false", 1)
+    assert parse_policy(allowed, "p.yaml").identity.directory.allow_cleartext
+    with_tls = text.replace("    start_tls: false", "    start_tls: true", 1)
+    assert not parse_policy(with_tls, "p.yaml").identity.directory.allow_cleartext
+
+
+def test_override_applies_whatever_the_name_style():
+    p = load_policy(DEFAULT)  # name_style: qualified; the override is written 'c.rivera'
+    assert "c.rivera" in p.overrides
+    for name in ("c.rivera", "c.rivera@example.lan", "C.Rivera@EXAMPLE.LAN"):
+        assert p.limits_for("student", name).gpu.quota == 3.0, name
+    assert p.limits_for("student", "c.rivera@other.org") is p.roles["student"]
+
+
+def test_check_warns_about_names_nobody_has(tmp_path, capsys):
+    from ds01.config_cli import unknown_names
+
+    p = load_policy(DEFAULT)
+    known = {"c.rivera@example.lan", "h.admin@example.lan", "204214@example.lan"}
+    warnings = unknown_names(p, str(DEFAULT), known)
+    assert not any("'c.rivera'" in w or "'h.admin'" in w or "'204214'" in w for w in warnings)
+    w = next(w for w in warnings if "'w.prof'" in w)
+    assert w.startswith(f"{DEFAULT}:{line_of(TEXT, 'faculty: [w.prof')}: identity.members.faculty:")
+    assert "names nobody in the last directory read" in w
+
+
+def test_cli_check_reads_the_last_directory_read(tmp_path, capsys):
+    import json
+
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"directory_users": 3, "known": {"w.prof@example.lan": "faculty"}}))
+    f = tmp_path / "p.yaml"
+    f.write_text(TEXT.replace("/var/lib/ds01/identity/state.json", str(state), 1))
+    assert main(["config", "check", str(f)]) == 0  # warnings do not fail the check
+    err = capsys.readouterr().err
+    assert f"{f}:{line_of(TEXT, 'admin: [h.admin]')}: identity.members.admin: warning: 'h.admin'" in err
+    assert "'w.prof'" not in err

@@ -36,5 +36,5 @@ def test_nss_lookup_is_by_name_not_uid():
     )
     got = Nss().process(out.stdout.splitlines())
     assert set(got["users"]) == {"root"}
-    assert got["users"]["root"][0] == 0
+    assert got["users"]["root"] == {"uid": 0, "gid": 0, "home": "/root", "group": "root"}
     assert set(got["groups"]) == {"root"}

@@ -31,6 +31,8 @@ def test_fact(fixture):
     assert fact.process(spec["output"]) == spec["fact"]
     if "command" in spec:
         assert fact.command(**spec["arg"]).get_raw_value() == spec["command"]
+    if "requires" in spec:  # pyinfra returns the default, None, while this is missing
+        assert fact.requires_command(**spec["arg"]) == spec["requires"]
 
 
 def sh(cmd) -> list[str]:

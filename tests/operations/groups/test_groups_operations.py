@@ -33,7 +33,7 @@ def test_membership_change_is_one_command_for_any_number_of_users():
     many = [f"{100000 + i}@example.lan" for i in range(10000)]
     fake = FakeHost(
         {
-            "GroupMembers": {
+            "facts.groups.GroupMembers": {
                 "groups=[ds01-student]": {"ds01-student": {"gid": 1001, "members": many[:5000]}}
             }
         }

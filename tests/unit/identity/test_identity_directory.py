@@ -65,17 +65,52 @@ def test_user_parsing_ad(policy):
             "lastLogonTimestamp": [b"133000000000000000"],
         },
     }
-    cn_of = {"cn=phd-2026,ou=groups,dc=example,dc=lan": "PhD-2026"}
-    u = directory._user(e, d, cn_of, {})
+    groups = directory._Groups()
+    groups.cn_of = {directory.dn_key("CN=PhD-2026,OU=Groups,DC=example,DC=lan"): "PhD-2026"}
+    u = directory._user(e, d, groups)
     assert u.account == "j.doe" and u.principal == "j.doe@example.lan"
     assert u.member_of == ("Other", "PhD-2026")
     assert u.disabled is True and u.uid_number == 200001 and u.gid_number is None
     assert u.last_logon == pytest.approx(1655526400.0)  # 2022-06-18, FILETIME converted
 
 
+@pytest.mark.parametrize("written, value", [
+    (r"Economics\, Research Staff", "Economics, Research Staff"),
+    (r"R\+D Lab", "R+D Lab"),
+    (r'The \"Quoted\" Group', 'The "Quoted" Group'),
+    ("Fakultät Physik", "Fakultät Physik"),
+    (r"Fakult\C3\A4t Physik", "Fakultät Physik"),
+    (r"back\\slash", "back\\slash"),
+])  # fmt: skip
+def test_dn_values_are_unescaped(written, value):
+    assert directory._cn(f"CN={written},OU=Groups,DC=example,DC=lan") == value
+
+
+def test_dns_compare_whatever_their_spelling():
+    a = r"CN=Economics\, Research Staff,OU=Groups,DC=example,DC=lan"
+    b = r"cn=economics\2C research staff, ou=Groups,dc=EXAMPLE,dc=lan"
+    assert directory.dn_key(a) == directory.dn_key(b)
+    assert directory.dn_key(a) != directory.dn_key("CN=Economics,OU=Groups,DC=example,DC=lan")
+
+
+def test_primary_group_comes_from_the_user_sid_and_rid(policy):
+    domain = bytes.fromhex("010500000000000515000000") + bytes(range(12))
+    faculty_sid = domain + (1105).to_bytes(4, "little")
+    groups = directory._Groups()
+    groups.by_sid = {faculty_sid: "DS01-Faculty"}
+    e = {"dn": "CN=567890,OU=People,DC=example,DC=lan", "raw_attributes": {
+        "sAMAccountName": [b"567890"], "primaryGroupID": [b"1105"],
+        "objectSid": [domain + (1309).to_bytes(4, "little")],
+    }}  # fmt: skip
+    assert directory._user(e, policy.identity.directory, groups).member_of == ("DS01-Faculty",)
+    e["raw_attributes"]["primaryGroupID"] = [b"513"]  # Domain Users: not a group read here
+    assert directory._user(e, policy.identity.directory, groups).member_of == ()
+
+
 def test_entry_without_account_is_skipped(policy):
     assert (
-        directory._user({"dn": "CN=x", "raw_attributes": {}}, policy.identity.directory, {}, {})
+        directory._user({"dn": "CN=x", "raw_attributes": {}}, policy.identity.directory,
+                        directory._Groups())
         is None
     )
 
@@ -102,6 +137,7 @@ def test_missing_or_empty_secret(tmp_path):
 
 
 def test_unreachable_directory_is_a_directory_error(make_policy):
-    p = make_policy(directory={"uri": "ldap://127.0.0.1:9", "start_tls": False, "timeout": "2s"})
+    p = make_policy(directory={"uri": "ldap://127.0.0.1:9", "start_tls": False,
+                               "allow_cleartext": True, "timeout": "2s"})  # fmt: skip
     with pytest.raises(DirectoryError, match="cannot reach"):
         directory.read(p.identity.directory, password="x")

@@ -79,22 +79,6 @@ def test_principals_and_dropping_missing_users(policy_text):
     assert "user:ghost.user" not in d.access and "user:ghost.user" not in d.default
 
 
-def test_roles_explicit_lists_win_over_groups(policy):
-    groups = {
-        "ds01-student": ["204214", "123456"],
-        "ds01-researcher": [],
-        "ds01-faculty": ["w.prof"],
-        "ds01-admin": ["w.prof", "datasciencelab"],
-    }
-    roles = areas.roles_of_users(policy, groups, existing={"204214", "123456", "w.prof", "h.admin"})
-    assert roles["204214"] == "researcher"  # explicit list beats the student group
-    assert roles["123456"] == "student"
-    assert roles["w.prof"] == "faculty"  # explicit; also in ds01-admin
-    assert roles["h.admin"] == "admin"  # explicit, resolves, in no group yet
-    assert "datasciencelab" not in roles  # a system user gets no role
-    assert "l.prof" not in roles  # listed but does not exist on the server
-
-
 def test_user_dirs_only_for_write_roles_and_safe_names(policy):
     assert areas.user_dirs(policy, "123456@example.lan", "student") == [
         "/srv/ds01/scratch/123456@example.lan"
