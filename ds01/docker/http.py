@@ -218,12 +218,7 @@ async def chunks(
             raise BadRequest("too many trailers in a chunked body")
         if size > MAX_CHUNK:
             raise BadRequest("chunk too large", 413)
-        left = size
-        while left:
-            data = await _within(reader.read(min(left, 65536)), timeout, "a chunk")
-            if not data:
-                raise asyncio.IncompleteReadError(b"", left)
-            left -= len(data)
+        async for data in pieces(reader, size, timeout, "a chunk"):
             yield data
         if await _within(reader.readexactly(2), timeout, "a chunk") != b"\r\n":
             raise BadRequest("malformed chunked body (no CRLF after a chunk)")
@@ -237,12 +232,19 @@ async def body_pieces(
         async for data in chunks(reader, timeout):
             yield data
         return
-    left = head.length or 0
-    while left:
-        data = await _within(reader.read(min(left, 65536)), timeout, "the request body")
+    async for data in pieces(reader, head.length or 0, timeout, "the request body"):
+        yield data
+
+
+async def pieces(
+    reader: asyncio.StreamReader, n: int, timeout: float | None = None, what: str = "data"
+) -> AsyncIterator[bytes]:
+    """Exactly ``n`` bytes, as they arrive (an early end of stream raises)."""
+    while n:
+        data = await _within(reader.read(min(n, 65536)), timeout, what)
         if not data:
-            raise asyncio.IncompleteReadError(b"", left)
-        left -= len(data)
+            raise asyncio.IncompleteReadError(b"", n)
+        n -= len(data)
         yield data
 
 

@@ -331,7 +331,13 @@ def _image_remove(a: Ask) -> Decision:
     if t is None:
         raise no_such("image", a.ref)
     if not a.admin and t.owner != a.caller.name:
-        whose = f"{t.owner}'s image" if t.owner else "a shared base image"
+        whose = (
+            f"{t.owner}'s image"
+            if t.owner
+            else "a shared base image"
+            if shared_image(t, a.policy, a.ref)
+            else "an image of the admins"
+        )
         raise Refused(
             f"{a.ref} is {whose}; you may only remove images you built "
             "(unused images are pruned on schedule)"

@@ -456,13 +456,8 @@ class AccessService:
                 render_head(rhead.first, [*headers, ("Content-Length", str(rhead.length)), *conn])
             )
             await writer.drain()
-            left = rhead.length
-            while left:
-                data = await up_reader.read(min(left, 65536))
-                if not data:
-                    raise ConnectionError("the docker daemon ended its answer early")
+            async for data in http.pieces(up_reader, rhead.length):
                 writer.write(data)
-                left -= len(data)
                 await writer.drain()
             return keep
         # Unframed: a body that ends when the daemon closes, or (hijack routes

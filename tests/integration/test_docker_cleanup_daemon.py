@@ -14,18 +14,6 @@ IMG = "ds01-test/debian:bookworm"
 DAY = 86400
 
 
-@pytest.fixture(scope="module")
-def env():
-    from docker_env import Env
-
-    try:
-        e = Env(gpu=False)
-    except RuntimeError as err:
-        pytest.skip(str(err))
-    yield e
-    e.close()
-
-
 def test_cleanup_removes_only_stopped_containers_past_the_limit(env, tmp_path):
     import docker
 

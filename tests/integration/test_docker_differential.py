@@ -83,22 +83,16 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def env():
-    from docker_env import Env
-
-    try:
-        e = Env(gpu=False)
-    except RuntimeError as err:
-        pytest.skip(str(err))
+def world(env):
+    """alice's volume, network and container that the generated bodies name."""
     for args in (
         ["volume", "create", "dfv1"],
         ["network", "create", "dfn1"],
         ["create", "--name", "dfvf", "--network", "none", "-v", "/data", IMG, "true"],
     ):
-        r = e.as_user(ALICE, *args)
+        r = env.as_user(ALICE, *args)
         assert r.returncode == 0, r.stderr
-    yield e
-    e.close()
+    return env
 
 
 def pick(rng, table, k):
@@ -184,7 +178,8 @@ def check_invariants(stored: dict, env) -> None:
     )
 
 
-def test_what_dockerd_stores_is_what_the_service_decided(env):
+def test_what_dockerd_stores_is_what_the_service_decided(world):
+    env = world
     raw, rng = Raw(env.dockerd.sock), random.Random(SEED)
     plain = raw.call(
         "POST", "/v1.41/containers/create", json.dumps({"Image": IMG, "Cmd": ["true"]}).encode()

@@ -16,18 +16,6 @@ IMG = "ds01-test/debian:bookworm"
 SHORT_RUNS = int(os.environ.get("DS01_TEST_SHORT_RUNS", "300"))
 
 
-@pytest.fixture(scope="module")
-def env():
-    from docker_env import Env
-
-    try:
-        e = Env(gpu=False)
-    except RuntimeError as err:
-        pytest.skip(str(err))
-    yield e
-    e.close()
-
-
 def test_short_runs_all_print_their_output(env):
     def run(n: int):
         r = env.as_user(ALICE, "run", "--rm", IMG, "echo", str(n), timeout=120)

@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from ds01.docker.proxy import default_role_of
+from ds01.docker.service import default_role_of
 from ds01.identity import local
 from ds01.identity.roles import Roles, account_key
 from operations import deferred
