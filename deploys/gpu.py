@@ -2,7 +2,7 @@
 login notice and the queue's sudo rule.
 
 Policy: the ``gpu`` section (backend, simulated layout, state_dir,
-queue_reservation, reconcile_interval) and each role's ``gpu``, ``idle`` and
+queue_reservation, reconcile_interval, history_retention) and each role's ``gpu``, ``idle`` and
 ``lifecycle`` keys. The logic lives in ds01/gpu/; this file only places it.
 Hosts without an NVIDIA driver (the test VM) run the simulated layout of the
 policy; a host with GPUs must have the NVIDIA container toolkit installed

@@ -26,7 +26,13 @@ class GpuLayout(FactBase[dict]):
         {"backend": "nvml", "driver": "550.54.15", "error": None,
          "gpus": [{"index": 0, "uuid": "GPU-...", "name": "NVIDIA A100-SXM4-40GB",
                    "memory_total": 42949672960, "mig_current": True, "slices": 7,
-                   "instances": [{"uuid": "MIG-...", "profile": "3g.20gb", ...}], ...}]}
+                   "memory_slices": 8, "error": None,
+                   "instances": [{"uuid": "MIG-...", "profile": "3g.20gb", "slices": 3,
+                                  "gi_slices": 3, "placement_size": 4, ...}], ...}]}
+
+    A GPU NVML could not read has ``error`` set and offers no units; a probe of
+    an earlier ds01 (without ``memory_slices``, ``gi_slices``, ``error``)
+    parses with those as None.
     """
 
     @staticmethod
