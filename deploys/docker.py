@@ -100,7 +100,8 @@ unit_service = files.template(
     name="DS01 docker access service unit (ds01-docker.service)",
     src=str(TEMPLATES / "ds01-docker.service.j2"), dest="/etc/systemd/system/ds01-docker.service",
     user="root", group="root", mode="0644",
-    real_socket=dk.real_socket, state_dir=policy.gpu.state_dir, build=build,
+    real_socket=dk.real_socket, state_dir=policy.gpu.state_dir,
+    runtime_dir=policy.gpu.runtime_dir, build=build,
     policy_sha=hashlib.sha256(open(host.data.policy_file, "rb").read()).hexdigest(),
 )  # fmt: skip
 systemd.service(

@@ -111,6 +111,10 @@ def test_access_service_and_its_socket(vm):
 
 def test_access_service_has_room_for_its_connection_cap(vm):
     assert vm.check_output("systemctl show -p LimitNOFILE --value ds01-docker") == "65536"
+    # it writes the GPU status snapshot itself (ProtectSystem=strict leaves /run read-only)
+    assert POLICY["gpu"].get("runtime_dir", "/run/ds01-gpu") in vm.check_output(
+        "systemctl show -p ReadWritePaths --value ds01-docker"
+    )
 
 
 def test_homes_and_areas_are_nosuid_nodev(vm):
