@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "ds01.identity.cli",
     "ds01.gpu.cli",
     "ds01.docker.cli",
+    "ds01.jobs",
 )
 
 
@@ -26,7 +27,7 @@ COMMAND_MODULES = (
 HELP_GROUPS = (
     ("for everyone", ("limits", "container", "gpu", "storage")),
     ("for admins", ("users", "config", "images", "admin-guard")),
-    ("run by the system", ("docker",)),
+    ("run by the system", ("docker", "job")),
 )
 
 
