@@ -9,18 +9,19 @@ import os
 import sys
 import time
 
-from ds01.config import DEFAULT_POLICY_PATH
+from ds01.config_cli import add_policy_option
+from ds01.names import DOCKER_USERS_GROUP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--policy", default=DEFAULT_POLICY_PATH, help="policy file")
+    add_policy_option(common)
 
     d = sub.add_parser("docker", help="the DS01 docker access service")
     dsub = d.add_subparsers(dest="docker_command", metavar="ACTION", required=True)
     p = dsub.add_parser("serve", parents=[common], help="run the access service (systemd does)")
     p.add_argument("--socket", help="listen here instead of docker.user_socket")
-    p.add_argument("--group", default="docker-users", help="group that may connect")
+    p.add_argument("--group", default=DOCKER_USERS_GROUP, help="group that may connect")
     p.set_defaults(func=cmd_serve)
     p = dsub.add_parser(
         "cleanup",
