@@ -108,18 +108,25 @@ def test_cpu_spinner_is_held_near_cpu_quota(vm):
     time.sleep(3)  # let it ramp up
     u0, _t0 = int(vm.check_output(f"grep ^usage_usec {cg}/cpu.stat").split()[1]), time.monotonic()
     t_vm0 = float(vm.check_output("cat /proc/uptime").split()[0])
+    throttled0 = int(vm.check_output(f"grep ^nr_throttled {cg}/cpu.stat").split()[1])
     time.sleep(8)
     u1 = int(vm.check_output(f"grep ^usage_usec {cg}/cpu.stat").split()[1])
     t_vm1 = float(vm.check_output("cat /proc/uptime").split()[0])
-    throttled = vm.check_output(f"grep ^nr_throttled {cg}/cpu.stat").split()[1]
+    throttled = int(vm.check_output(f"grep ^nr_throttled {cg}/cpu.stat").split()[1]) - throttled0
     vm.run("systemctl stop ds01-test-spin 2>/dev/null || true")
     percent = (u1 - u0) / ((t_vm1 - t_vm0) * 1e6) * 100
     print(
         f"\nFIGURE cpu: {ncpu} spinners held at {percent:.0f}% of one CPU (CPUQuota "
-        f"{lim.cpu_quota}%, {ncpu * 100}% available), nr_throttled {throttled}"
+        f"{lim.cpu_quota}%, {ncpu * 100}% available), throttled {throttled} times"
     )
     assert lim.cpu_quota is not None
-    assert 0.8 * lim.cpu_quota <= percent <= 1.15 * lim.cpu_quota  # TCG timing jitter
+    # The quota is a ceiling. How close the spinners come to it depends on the
+    # host's spare CPU (a TCG guest on a loaded host gets less than it asks for,
+    # measured: 76% at load 9 on 2 cores), so the floor is not asserted; that the
+    # kernel throttled the slice in the window shows the quota, not a lack of
+    # demand, is what held it.
+    assert percent <= 1.15 * lim.cpu_quota  # TCG timing jitter
+    assert throttled > 0
 
 
 @pytest.fixture(scope="module")
