@@ -57,6 +57,7 @@ from ds01.gpu.results import (
 )
 from ds01.gpu.snapshot import SNAPSHOT_NAME, snapshot_path, write_snapshot
 from ds01.gpu.store import DB_NAME, ContainerRow, Store, UnitRow
+from ds01.gpu.usage import Lease, Wait
 
 # The allocator's contract, importable from here as before the split.
 __all__ = [
@@ -266,13 +267,13 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     # -- housekeeping inside every decision ----------------------------------
 
-    def _free(self, container: str, why: str) -> None:
+    def _free(self, container: str, why: str, at: float | None = None) -> None:
         """Give back every unit ``container`` holds, and offer each to the queue;
-        its leases end now, for ``why``."""
+        its leases end ``at`` (default now), for ``why``."""
         self.db.execute(
             "UPDATE leases SET ended_at = ?, end_reason = ? WHERE container = ? "
             "AND ended_at IS NULL",
-            (self.clock(), why, container),
+            (self.clock() if at is None else at, why, container),
         )
         freed = [
             r["uuid"] for r in self._rows("SELECT uuid FROM units WHERE holder = ?", (container,))
@@ -285,9 +286,10 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     def _expire(self, now: float) -> None:
         for c in self._rows(
-            "SELECT name FROM containers WHERE state = 'held' AND release_at <= ?", (now,)
+            "SELECT name, release_at FROM containers WHERE state = 'held' AND release_at <= ?",
+            (now,),
         ):
-            self._free(c["name"], "hold expired")
+            self._free(c["name"], "hold expired", at=c["release_at"])
             self.db.execute(
                 "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
                 (c["name"],),
@@ -766,6 +768,27 @@ class Allocator(QueueMixin, InvariantsMixin):
             return added, missing
 
     # -- reading -------------------------------------------------------------
+
+    def ledger(self, since: float) -> tuple[list[Lease], list[Wait]]:
+        """The leases and queue waits that end at or after ``since`` (or go on)."""
+        with self._read():
+            leases = [
+                Lease(**{k: r[k] for k in Lease.__dataclass_fields__})
+                for r in self._rows(
+                    "SELECT * FROM leases WHERE ended_at IS NULL OR ended_at >= ? ORDER BY id",
+                    (since,),
+                )
+            ]
+            waits = [
+                Wait(r["user"], r["role"], r["kind"], r["enqueued_at"], r["ended_at"], r["outcome"])
+                for r in self._rows("SELECT * FROM waits WHERE ended_at >= ? ORDER BY id", (since,))
+            ] + [
+                Wait(r["user"], r["role"], r["kind"], r["enqueued_at"], None, r["state"])
+                for r in self._rows(
+                    "SELECT * FROM queue WHERE state IN ('waiting', 'reserved') ORDER BY id"
+                )
+            ]
+            return leases, waits
 
     def assignment(self, container: str) -> Assignment | None:
         with self._read():

@@ -139,6 +139,15 @@ CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
 
 
+# Schema 3's migration: the holds in progress become open leases.
+_OPEN_LEASES = """
+INSERT INTO leases(container, user, role, unit, gpu_index, kind, weight, started_at)
+SELECT c.name, c.user, c.role, u.uuid, u.gpu_index, coalesce(u.profile, 'gpu'), u.weight,
+       coalesce(u.held_since, ?)
+FROM units u JOIN containers c ON c.name = u.holder
+"""
+
+
 def _statements(schema: str) -> list[str]:
     """The schema's statements (a trigger's body holds semicolons of its own)."""
     out, part = [], ""
@@ -221,22 +230,23 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
         self.db.execute("PRAGMA foreign_keys=ON")
-        with self.tx():
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                for statement in _statements(_SCHEMA):
-                    self.db.execute(statement)
-                if 0 < version < 3:
-                    # The ledger starts with the holds in progress: nothing held
-                    # before the upgrade goes unrecorded.
-                    self.db.execute(
-                        "INSERT INTO leases(container, user, role, unit, gpu_index, kind, weight, "
-                        "started_at) SELECT c.name, c.user, c.role, u.uuid, u.gpu_index, "
-                        "coalesce(u.profile, 'gpu'), u.weight, coalesce(u.held_since, ?) "
-                        "FROM units u JOIN containers c ON c.name = u.holder",
-                        (self.clock(),),
-                    )
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Not self.tx(): after_commit (the snapshot) reads an allocator not yet made.
+        with self.locked():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    for statement in _statements(_SCHEMA):
+                        self.db.execute(statement)
+                    if 0 < version < 3:
+                        # The ledger starts with the holds in progress: nothing held
+                        # before the upgrade goes unrecorded.
+                        self.db.execute(_OPEN_LEASES, (self.clock(),))
+                    self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()

@@ -31,16 +31,21 @@ def test_sudoers_rule_parses(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_sudoers_rule_allows_only_queue_changes():
+def test_sudoers_rule_allows_only_queue_changes_and_usage():
     text = render("ds01-gpu-queue.sudoers.j2", ds01="/usr/local/bin/ds01")
-    commands = [c.strip(" \\,") for c in text.split("=", 1)[1].split("ALL ALL")[0].splitlines()]
-    assert [c for c in commands if c] == [
+    body = "".join(line for line in text.splitlines(True) if not line.startswith("#"))
+    body = body.replace("\\\n", "").split("ALL ALL")[0]
+    commands = [c.strip() for line in body.splitlines() for c in line.split("=", 1)[1].split(",")]
+    assert commands == [
         "/usr/local/bin/ds01 gpu queue join",
         "/usr/local/bin/ds01 gpu queue join --kind *",
         "/usr/local/bin/ds01 gpu queue leave",
         "/usr/local/bin/ds01 gpu queue leave --all",
         "/usr/local/bin/ds01 gpu queue leave --kind *",
+        "/usr/local/bin/ds01 usage",
+        "/usr/local/bin/ds01 usage *",
     ]
+    assert text.splitlines()[-1] == "ALL ALL=(root) NOPASSWD: DS01_GPU_QUEUE, DS01_USAGE"
 
 
 def test_units_carry_the_policy_values(policy):
