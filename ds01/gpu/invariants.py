@@ -61,7 +61,23 @@ class InvariantsMixin:
                         f"of {quota}"
                     )
             problems += self._physical_gpu_problems()
+            problems += self._ledger_problems()
         return problems
+
+    def _ledger_problems(self) -> list[str]:
+        """The ledger matches the holds: one open lease per held unit, none else."""
+        held = {
+            (r["holder"], r["uuid"])
+            for r in self._rows("SELECT holder, uuid FROM units WHERE holder IS NOT NULL")
+        }
+        open_ = [
+            (r["container"], r["unit"])
+            for r in self._rows("SELECT container, unit FROM leases WHERE ended_at IS NULL")
+        ]
+        out = [f"{u} held by {c} has no open lease" for c, u in held - set(open_)]
+        out += [f"lease of {u} by {c} is open but not held" for c, u in set(open_) - held]
+        out += [f"{u} has two open leases by {c}" for c, u in set(open_) if open_.count((c, u)) > 1]
+        return out
 
     def _physical_gpu_problems(self) -> list[str]:
         """One physical GPU is never handed out twice over: what is held on it
