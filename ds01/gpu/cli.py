@@ -446,14 +446,31 @@ def cmd_layout_plan(args) -> int:
         plans = plan(policy, layout, alloc.status(), alloc.layout_drains())
     finally:
         alloc.close()
+    data = {"at": time.time(), "backend": layout.backend, "gpus": [p.to_json() for p in plans]}
+    _keep_last_plan(policy, data)
     if args.json:
-        print(json.dumps({"backend": layout.backend, "gpus": [p.to_json() for p in plans]}))
+        print(json.dumps(data))
     else:
         for line in describe_plan(plans):
             print(line)
         if any(p.changes and not p.problem for p in plans):
             print("apply it with: sudo ds01 gpu layout apply")
     return 0
+
+
+def _keep_last_plan(policy: Policy, data: dict) -> None:
+    """The last plan beside the allocator's database (root's): what the
+    converge saw, for the admin and the health checks."""
+    from ds01.gpu.repartition import last_plan_path
+
+    path = last_plan_path(policy)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"ds01 gpu: the plan was not kept in {path}: {e}", file=sys.stderr)
 
 
 def cmd_layout_apply(args) -> int:

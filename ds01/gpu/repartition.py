@@ -49,6 +49,11 @@ from ds01.gpu.results import UnitStatus, describe, when
 DRAINED_BY = "ds01 gpu layout apply"
 
 
+def last_plan_path(policy: Policy) -> str:
+    """Where ``ds01 gpu layout plan`` keeps its last result (beside the database)."""
+    return f"{policy.gpu.state_dir}/gpu/layout-plan.json"
+
+
 class Partitioner(Protocol):
     def apply(self, index: int, uuid: str, placed: list[Placed] | None) -> list[str]: ...
 

@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_usage)
 
 
+def reports_dir(policy) -> str:
+    """Where the monthly report goes (root's; deploys/gpu.py makes it)."""
+    return f"{policy.gpu.state_dir}/reports"
+
+
 def _argv(args) -> list[str]:
     """The request rebuilt from what was parsed (never the raw words) for sudo."""
     out = ["--by", args.by]
