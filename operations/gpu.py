@@ -34,7 +34,7 @@ def layout_planned(ds01: str = "/usr/local/bin/ds01"):
             f"{g['current'] or 'whole GPU'} -> {g['desired'] or 'whole GPU'}, "
             f"{len(g['vanishing'])} unit(s) would vanish"
         )
-        logger.warning(f"{host.print_prefix}GPU {g['gpu']} differs from gpu.layout: {what}")
+        logger.warning(f"GPU {g['gpu']} differs from gpu.layout: {what}")
     if differ:
         host.noop(
             f"GPU layout: {len(differ)} GPU(s) differ from gpu.layout; see `ds01 gpu layout "

@@ -58,3 +58,21 @@ def test_units_carry_the_policy_values(policy):
     assert f"OnUnitActiveSec={gpu.reconcile_interval}s" in timer
     tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir)
     assert tmpfiles.splitlines()[-1] == f"d {gpu.runtime_dir} 0755 root root -"
+
+
+def test_layout_unit_runs_before_docker_and_the_reconciler():
+    unit = render("ds01-gpu-layout.service.j2", ds01="/usr/local/bin/ds01")
+    assert "ExecStart=/usr/local/bin/ds01 gpu layout apply --boot" in unit
+    before = next(line for line in unit.splitlines() if line.startswith("Before="))
+    assert set(before.split("=", 1)[1].split()) == {
+        "docker.service", "ds01-gpu-reconcile.service", "ds01-gpu-reconcile.timer"}  # fmt: skip
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+
+
+def test_usage_report_cron_runs_through_ds01_job_run(policy):
+    cron = render("ds01-usage-report.cron.j2", schedule=policy.schedules.usage_report,
+                  reports="/var/lib/ds01/reports", ds01="/usr/local/bin/ds01")  # fmt: skip
+    assert cron.splitlines()[-1] == (
+        "30 0 1 * * root /usr/local/bin/ds01 job run usage_report -- /usr/local/bin/ds01 usage "
+        "--report /var/lib/ds01/reports"
+    )
