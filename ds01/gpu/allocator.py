@@ -724,9 +724,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         position = {uuid: i for i, uuid in enumerate(units)}
         with self._tx():
             known = {r["uuid"]: r for r in self._rows("SELECT uuid, present, gpu_index FROM units")}
-            drains = {
-                r["gpu_index"]: r["by"] for r in self._rows("SELECT * FROM layout_drains")
-            }
+            drains = {r["gpu_index"]: r["by"] for r in self._rows("SELECT * FROM layout_drains")}
             added, missing = [], []
             for u in units.values():
                 if u.uuid not in known:

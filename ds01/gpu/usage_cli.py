@@ -109,7 +109,9 @@ def cmd_usage(args) -> int:
         since, until, month = last_month(now)
     else:
         t = datetime.fromtimestamp(now, UTC)
-        since = args.since or t.replace(day=1, hour=0, minute=0, second=0).timestamp()
+        since = (
+            args.since or t.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        )
         until = min(args.until or now, now)
     alloc = Allocator(policy)
     try:

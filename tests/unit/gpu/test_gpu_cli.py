@@ -165,12 +165,16 @@ def test_allocator_database_is_root_only(policy_file, as_root, capsys):
 
 
 def _laid_out(policy_file: str) -> str:
-    text = Path(policy_file).read_text().replace(
-        "  reconcile_interval: 1m\n",
-        "  reconcile_interval: 1m\n  layout:\n"
-        "    - {gpus: [2], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb]}\n"
-        "    - {gpus: [3], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 3g.20gb]}\n",
-        1,
+    text = (
+        Path(policy_file)
+        .read_text()
+        .replace(
+            "  reconcile_interval: 1m\n",
+            "  reconcile_interval: 1m\n  layout:\n"
+            "    - {gpus: [2], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb]}\n"
+            "    - {gpus: [3], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 3g.20gb]}\n",
+            1,
+        )
     )
     Path(policy_file).write_text(text)
     return policy_file
