@@ -623,7 +623,15 @@ class Allocator(QueueMixin, InvariantsMixin):
         with self._tx():
             now = self.clock()
             self._expire(now)
-            self._unit_row(uuid)
+            row = self._unit_row(uuid)
+            busy = self._rows(
+                "SELECT by FROM layout_drains WHERE gpu_index = ?", (row["gpu_index"],)
+            )
+            if busy and not drained:
+                raise GpuDenied(
+                    f"GPU {row['gpu_index']} is being re-partitioned ({busy[0]['by']}): its "
+                    "units come back together, with `sudo ds01 gpu layout resume`"
+                )
             self.db.execute(
                 "UPDATE units SET drained = ?, drained_by = ?, reserved_for = NULL, "
                 "reserved_until = NULL WHERE uuid = ?",

@@ -11,6 +11,7 @@ Admin:       ds01 gpu release UNIT             take a unit back from its holder 
              ds01 gpu drain UNIT [--undo]      take a unit out of the pool (or put it back)
              ds01 gpu layout plan [--json]     what `apply` would change, which units vanish
              ds01 gpu layout apply [--boot]    re-partition the GPUs as gpu.layout asks
+             ds01 gpu layout resume            cancel: put back what an apply left drained
 Service:     ds01 gpu reconcile                one reconciler + idle reaper pass (root)
 
 The allocator's database is root's; ordinary users read the status snapshot
@@ -123,6 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="at boot (ds01-gpu-layout.service): holds from before the reboot do not block",
     )
     la.set_defaults(func=cmd_layout_apply)
+    lr = lsub.add_parser(
+        "resume", parents=[common], help="put back the GPUs an apply left drained (cancel)"
+    )
+    lr.set_defaults(func=cmd_layout_resume)
 
     rc = gsub.add_parser(
         "reconcile", parents=[common], help="(service) repair state and reap idle containers once"
@@ -499,6 +504,21 @@ def cmd_layout_apply(args) -> int:
         alloc.close()
     for p in done:
         print(f"GPU {p.index} re-partitioned and back in the pool")
+    return 0
+
+
+def cmd_layout_resume(args) -> int:
+    _require_admin()
+    alloc = Allocator(_policy(args))
+    try:
+        drained = alloc.layout_drains()
+        alloc.resume_gpus(sorted(drained))
+    finally:
+        alloc.close()
+    if not drained:
+        print("no GPU was left drained by a layout apply")
+    for index, by in sorted(drained.items()):
+        print(f"GPU {index} back in the pool (drained by {by})")
     return 0
 
 

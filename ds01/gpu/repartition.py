@@ -19,7 +19,8 @@ What a failure leaves (fail safe, never a half-drained allocator):
 
 * refused because units are held: every unit of those GPUs *stays drained*
   (nobody new takes them, the holders finish); the message lists holders and
-  the commands to take them back, or to cancel (``ds01 gpu drain --undo``);
+  the commands to take them back, or to cancel (``ds01 gpu layout resume``:
+  a GPU being re-partitioned comes back whole, never unit by unit);
 * NVML failed before changing a GPU (busy: ``IN_USE``): that GPU and the ones
   not yet reached are resumed, unchanged;
 * NVML failed after changing a GPU (a creation failed, the mode change waits
@@ -220,16 +221,14 @@ def apply(
             f"{when(s.since)}; take it back: sudo ds01 gpu release {s.unit.uuid}"
             for s in held
         ]
-        undo = sorted({s.unit.uuid for s in alloc.status() if s.unit.gpu_index in
-                       {p.index for p in todo} and s.state != "missing"})  # fmt: skip
         raise LayoutRefused(
             "not re-partitioned: units of these GPUs are still held:\n"
             + "\n".join(lines)
             + "\nEvery unit of GPU(s) "
             + ", ".join(str(p.index) for p in todo)
             + " is now drained (no new assigns; the queue was told), so the holders can "
-            "finish. Run `sudo ds01 gpu layout apply` again once they stop. To cancel: "
-            + "; ".join(f"sudo ds01 gpu drain --undo {u}" for u in undo)
+            "finish. Run `sudo ds01 gpu layout apply` again once they stop, or cancel: "
+            "`sudo ds01 gpu layout resume`"
         )
     for s in held:  # boot: these holds are from before the reboot
         say(f"GPU {s.unit.gpu_index}: {s.holder} held {s.unit.uuid} before the reboot")

@@ -209,7 +209,7 @@ def test_apply_refuses_while_a_unit_is_held_and_leaves_the_gpu_drained(make, nv)
     msg = str(e.value)
     assert "held by j.doe (container 'train')" in msg
     assert f"sudo ds01 gpu release {a.units[0].uuid}" in msg
-    assert "sudo ds01 gpu drain --undo" in msg and "now drained" in msg
+    assert "sudo ds01 gpu layout resume" in msg and "now drained" in msg
     assert nv.calls == []  # the hardware was not touched
     units = _units(alloc, 0)
     assert all(s.state in ("drained", "allocated") for s in units)
@@ -217,6 +217,11 @@ def test_apply_refuses_while_a_unit_is_held_and_leaves_the_gpu_drained(make, nv)
     with pytest.raises(Exception, match="no 1g.5gb is free"):
         alloc.assign("new", "222222", "student", kind="1g.5gb")
     assert [q.state for q in alloc.queue()] == ["waiting"]
+    # never half-drained: one unit cannot be put back alone
+    free = next(s.unit.uuid for s in units if s.state == "drained")
+    with pytest.raises(Exception, match="being re-partitioned"):
+        alloc.drain(free, by="root", drained=False)
+    assert alloc.check_invariants() == []
     # once the holder is gone, apply goes ahead
     alloc.forget("train")
     done, _ = _apply(alloc, nv)
