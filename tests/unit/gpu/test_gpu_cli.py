@@ -214,3 +214,19 @@ def test_layout_commands_are_for_admins(policy_file, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         run(capsys, "gpu", "layout", "plan", "--policy", policy_file)
     assert e.value.code == 2
+
+
+def test_layout_resume_puts_back_what_an_apply_left_drained(policy_file, as_root, capsys):
+    from ds01.config import load_policy
+    from ds01.gpu.allocator import Allocator
+
+    alloc = Allocator(load_policy(policy_file))
+    alloc.drain_gpus([3], "ds01 gpu layout apply (root)")
+    alloc.close()
+    code, out, _ = run(capsys, "gpu", "layout", "resume", "--policy", policy_file)
+    assert code == 0 and out == "GPU 3 back in the pool (drained by ds01 gpu layout apply (root))\n"
+    alloc = Allocator(load_policy(policy_file))
+    assert {s.state for s in alloc.status() if s.unit.gpu_index == 3} == {"free"}
+    alloc.close()
+    code, out, _ = run(capsys, "gpu", "layout", "resume", "--policy", policy_file)
+    assert out == "no GPU was left drained by a layout apply\n"
