@@ -9,6 +9,7 @@ groups, for the queue test: deploys/groups.py).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
@@ -152,7 +153,7 @@ a.close()
 
 
 def test_usage_ledger_root_sees_everyone_a_student_their_own(vm):
-    vm.check_output(f"/opt/ds01/venv/bin/python -c {json.dumps(LEASES)}")
+    vm.check_output(f"/opt/ds01/venv/bin/python -c {shlex.quote(LEASES)}")
     root = json.loads(vm.check_output("ds01 usage --json"))
     users = {r["key"] for r in root["rows"]}
     assert {"lt.student", "lt.researcher"} <= users and root["only_user"] is None
