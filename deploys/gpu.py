@@ -1,8 +1,10 @@
 """GPU: the allocator's state directory, the reconciler/idle-reaper timer, the
-login notice and the queue's sudo rule.
+MIG layout at boot and its plan, the login notice, the queue's and usage's
+sudo rule, and the monthly usage report.
 
 Policy: the ``gpu`` section (backend, simulated layout, state_dir,
-queue_reservation, reconcile_interval, history_retention) and each role's ``gpu``, ``idle`` and
+queue_reservation, reconcile_interval, history_retention, layout),
+``schedules.usage_report`` and each role's ``gpu``, ``idle`` and
 ``lifecycle`` keys. The logic lives in ds01/gpu/; this file only places it.
 Hosts without an NVIDIA driver (the test VM) run the simulated layout of the
 policy; a host with GPUs must have the NVIDIA container toolkit installed
@@ -15,7 +17,9 @@ from pyinfra import host
 from pyinfra.facts.server import Which
 from pyinfra.operations import files, systemd
 
+from ds01.gpu.usage_cli import reports_dir
 from facts.gpu import GpuLayout
+from operations import gpu as gpu_ops
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates/gpu"
@@ -76,6 +80,22 @@ systemd.service(
     restarted=timer.will_change,
 )  # fmt: skip
 
+# MIG instances do not survive a reboot: re-created from gpu.layout before
+# docker and the reconciler start. Enabled, never started here: applying on a
+# running server is the admin's `sudo ds01 gpu layout apply`.
+layout_unit = files.template(
+    name="MIG layout at boot /etc/systemd/system/ds01-gpu-layout.service",
+    src=str(TEMPLATES / "ds01-gpu-layout.service.j2"),
+    dest="/etc/systemd/system/ds01-gpu-layout.service",
+    user="root", group="root", mode="0644", ds01="/usr/local/bin/ds01",
+)  # fmt: skip
+systemd.service(
+    name="MIG layout at boot enabled (not started)",
+    service="ds01-gpu-layout.service",
+    running=None, enabled=True, daemon_reload=layout_unit.will_change,
+)  # fmt: skip
+gpu_ops.layout_planned(name="MIG layout planned against gpu.layout (not applied)")
+
 files.template(
     name="GPU notice at login /etc/profile.d/ds01-gpu-notice.sh",
     src=str(TEMPLATES / "ds01-gpu-notice.sh.j2"),
@@ -83,9 +103,20 @@ files.template(
     user="root", group="root", mode="0644",
 )  # fmt: skip
 files.template(
-    name="Queue join/leave through sudo /etc/sudoers.d/ds01-gpu-queue",
+    name="Queue join/leave and ds01 usage through sudo /etc/sudoers.d/ds01-gpu-queue",
     src=str(TEMPLATES / "ds01-gpu-queue.sudoers.j2"),
     dest="/etc/sudoers.d/ds01-gpu-queue",
     user="root", group="root", mode="0440",
     ds01="/usr/local/bin/ds01",
+)  # fmt: skip
+
+reports = reports_dir(policy)
+files.directory(name=f"Usage reports {reports} (root and admins)", path=reports,
+                user="root", group="root", mode="0750")  # fmt: skip
+files.template(
+    name=f"Monthly usage report /etc/cron.d/ds01-usage-report ({policy.schedules.usage_report})",
+    src=str(TEMPLATES / "ds01-usage-report.cron.j2"),
+    dest="/etc/cron.d/ds01-usage-report",
+    user="root", group="root", mode="0644",
+    schedule=policy.schedules.usage_report, reports=reports, ds01="/usr/local/bin/ds01",
 )  # fmt: skip

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "ds01.storage.cli",
     "ds01.identity.cli",
     "ds01.gpu.cli",
+    "ds01.gpu.usage_cli",
     "ds01.docker.cli",
     "ds01.jobs",
 )
@@ -25,7 +26,7 @@ COMMAND_MODULES = (
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
-    ("for everyone", ("limits", "container", "gpu", "storage")),
+    ("for everyone", ("limits", "container", "gpu", "usage", "storage")),
     ("for admins", ("users", "config", "images", "admin-guard")),
     ("run by the system", ("docker", "job")),
 )

@@ -377,6 +377,25 @@ class SimulatedGpu(Strict):
         return self
 
 
+# -- issue 11: the declarative MIG layout -----------------------------------
+
+
+class GpuLayout(Strict):
+    """The partitioning ``ds01 gpu layout apply`` gives some GPUs."""
+
+    gpus: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)  # indexes, as nvidia-smi's
+    model: str  # the GPUs' name as NVML gives it ("NVIDIA A100-SXM4-40GB")
+    # GPU-instance profiles, one compute instance each; null: the whole GPU (MIG off)
+    mig: list[str] | None
+
+    @model_validator(mode="after")
+    def _fits(self) -> GpuLayout:
+        from ds01.gpu.profiles import place
+
+        place(self.model, self.mig or [])  # LayoutInvalid is a ValueError: FILE:LINE
+        return self
+
+
 class Gpu(Strict):
     backend: Literal["auto", "nvml", "simulated"]
     simulated: list[SimulatedGpu]
@@ -389,9 +408,19 @@ class Gpu(Strict):
     bare_metal_roles: list[Name]
     # How long the allocator keeps its event log and ended queue entries.
     history_retention: Duration = 30 * 86400
+    # The desired partitioning (issue 11); GPUs not listed are left as they are.
+    layout: list[GpuLayout] = []
 
     @model_validator(mode="after")
     def _serials(self) -> Gpu:
+        seen: dict[int, int] = {}
+        for i, entry in enumerate(self.layout):
+            for index in entry.gpus:
+                if index in seen:
+                    raise ValueError(
+                        f"layout[{i}]: GPU {index} is already laid out by layout[{seen[index]}]"
+                    )
+                seen[index] = i
         serials = [g.serial for g in self.simulated]
         if len(serials) > 1:
             for i, serial in enumerate(serials):
@@ -442,6 +471,7 @@ class Schedules(Strict):
     scratch_purge: Cron
     image_prune: Cron
     container_cleanup: Cron = "20 * * * *"  # stopped containers past remove_stopped_after
+    usage_report: Cron = "30 0 1 * *"  # issue 11: last month's GPU usage, /var/lib/ds01/reports
 
 
 class Site(Strict):

@@ -87,3 +87,34 @@ def _from_smi(lines: list[str]) -> dict:
             }
         )
     return {"backend": "nvidia-smi", "driver": None, "error": None, "gpus": gpus}
+
+
+class GpuLayoutPlan(FactBase[dict | None]):
+    """
+    What ``ds01 gpu layout apply`` would change on the host now (``ds01 gpu
+    layout plan --json``: per GPU the policy lays out, its current and desired
+    profiles, whether it changes, why it cannot, which units would vanish and
+    who holds them). ``None`` when ds01 is not installed yet.
+
+    + ds01: path of the ds01 command on the server
+
+    .. code:: python
+
+        {"backend": "simulated",
+         "gpus": [{"gpu": 3, "model": "NVIDIA A100-SXM4-40GB", "changes": True,
+                   "current": ["2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb"],
+                   "desired": ["3g.20gb", "3g.20gb"], "problem": None,
+                   "vanishing": [{"unit": "MIG-...", "user": "lt.student", ...}], ...}]}
+    """
+
+    def requires_command(self, ds01: str = "/usr/local/bin/ds01") -> str:
+        return ds01  # missing while planning a fresh server (deploys/base.py installs it)
+
+    def command(self, ds01: str = "/usr/local/bin/ds01") -> str:
+        return f"{ds01} gpu layout plan --json 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> dict | None:
+        text = "\n".join(output).strip()
+        if not text.startswith("{"):
+            return None
+        return json.loads(text)

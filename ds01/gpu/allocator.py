@@ -57,6 +57,7 @@ from ds01.gpu.results import (
 )
 from ds01.gpu.snapshot import SNAPSHOT_NAME, snapshot_path, write_snapshot
 from ds01.gpu.store import DB_NAME, ContainerRow, Store, UnitRow
+from ds01.gpu.usage import Lease, Wait
 
 # The allocator's contract, importable from here as before the split.
 __all__ = [
@@ -168,6 +169,19 @@ class Allocator(QueueMixin, InvariantsMixin):
                 else None
             )
             new, result = step(old or ReaperState())
+            if (
+                old is not None
+                and old.idle_since is not None
+                and new.idle_since is not None
+                and old.last_check is not None
+                and new.last_check is not None
+                and new.last_check > old.last_check
+            ):  # idle at two samples in a row: the time between them was idle
+                self.db.execute(
+                    "UPDATE leases SET idle_seconds = idle_seconds + ? WHERE container = ? "
+                    "AND ended_at IS NULL",
+                    (new.last_check - old.last_check, container),
+                )
             if new != old:
                 self.db.execute(
                     "INSERT OR REPLACE INTO reaper(container, idle_checks, idle_since, "
@@ -253,8 +267,14 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     # -- housekeeping inside every decision ----------------------------------
 
-    def _free(self, container: str) -> None:
-        """Give back every unit ``container`` holds, and offer each to the queue."""
+    def _free(self, container: str, why: str, at: float | None = None) -> None:
+        """Give back every unit ``container`` holds, and offer each to the queue;
+        its leases end ``at`` (default now), for ``why``."""
+        self.db.execute(
+            "UPDATE leases SET ended_at = ?, end_reason = ? WHERE container = ? "
+            "AND ended_at IS NULL",
+            (self.clock() if at is None else at, why, container),
+        )
         freed = [
             r["uuid"] for r in self._rows("SELECT uuid FROM units WHERE holder = ?", (container,))
         ]
@@ -266,9 +286,10 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     def _expire(self, now: float) -> None:
         for c in self._rows(
-            "SELECT name FROM containers WHERE state = 'held' AND release_at <= ?", (now,)
+            "SELECT name, release_at FROM containers WHERE state = 'held' AND release_at <= ?",
+            (now,),
         ):
-            self._free(c["name"])
+            self._free(c["name"], "hold expired", at=c["release_at"])
             self.db.execute(
                 "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
                 (c["name"],),
@@ -413,7 +434,7 @@ class Allocator(QueueMixin, InvariantsMixin):
                 # A restart within the hold, but the GPU was re-partitioned
                 # meanwhile: the unit it holds no longer exists. Give it back
                 # (the refusal still commits) rather than run on a ghost.
-                self._free(container)
+                self._free(container, "unit vanished")
                 self.db.execute(
                     "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
                     (container,),
@@ -480,6 +501,12 @@ class Allocator(QueueMixin, InvariantsMixin):
                     "UPDATE units SET holder = ?, held_since = ? WHERE uuid = ?",
                     (container, now, t["uuid"]),
                 )
+                self.db.execute(
+                    "INSERT INTO leases(container, user, role, unit, gpu_index, kind, weight, "
+                    "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (container, c["user"], c["role"], t["uuid"], t["gpu_index"],
+                     t["profile"] or FULL_GPU, t["weight"], now),
+                )  # fmt: skip
                 if t["reserved_for"] is not None:  # the user's own reservation: used
                     self.db.execute(
                         "UPDATE queue SET state = 'done', ended_at = ? WHERE id = ?",
@@ -530,7 +557,7 @@ class Allocator(QueueMixin, InvariantsMixin):
                 )
                 self._event("held", container, c["user"], detail=f"until {when(stopped + grace)}")
             else:
-                self._free(container)
+                self._free(container, "stopped")
                 self.db.execute(
                     "UPDATE containers SET state = 'released', stopped_at = ?, release_at = NULL "
                     "WHERE name = ?",
@@ -545,7 +572,7 @@ class Allocator(QueueMixin, InvariantsMixin):
             self._expire(now)
             if self._container(container) is None:
                 return
-            self._free(container)
+            self._free(container, "removed")
             self.db.execute("DELETE FROM targets WHERE container = ?", (container,))
             self.db.execute("DELETE FROM containers WHERE name = ?", (container,))
             self._event("forgotten", container)
@@ -581,7 +608,7 @@ class Allocator(QueueMixin, InvariantsMixin):
             row = self._unit_row(uuid)
             holder = row["holder"]
             if holder is not None:
-                self._free(holder)
+                self._free(holder, f"admin release by {by}")
                 self.db.execute(
                     "UPDATE containers SET state = 'released', release_at = NULL WHERE name = ?",
                     (holder,),
@@ -596,7 +623,15 @@ class Allocator(QueueMixin, InvariantsMixin):
         with self._tx():
             now = self.clock()
             self._expire(now)
-            self._unit_row(uuid)
+            row = self._unit_row(uuid)
+            busy = self._rows(
+                "SELECT by FROM layout_drains WHERE gpu_index = ?", (row["gpu_index"],)
+            )
+            if busy and not drained:
+                raise GpuDenied(
+                    f"GPU {row['gpu_index']} is being re-partitioned ({busy[0]['by']}): its "
+                    "units come back together, with `sudo ds01 gpu layout resume`"
+                )
             self.db.execute(
                 "UPDATE units SET drained = ?, drained_by = ?, reserved_for = NULL, "
                 "reserved_until = NULL WHERE uuid = ?",
@@ -609,6 +644,64 @@ class Allocator(QueueMixin, InvariantsMixin):
             )
             self._event("drained" if drained else "undrained", unit=uuid, detail=f"by {by}")
             self._dispatch(now)
+
+    def drain_gpus(self, indexes: list[int], by: str) -> list[UnitStatus]:
+        """Take every unit of the GPUs ``indexes`` out of the pool at once, for
+        re-partitioning (reservations go back to the queue, and units that
+        appear on them meanwhile stay out too). Returns the units of those
+        GPUs still held, old layout included: they must be let go first."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            for index in indexes:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO layout_drains(gpu_index, by, since) VALUES (?, ?, ?)",
+                    (index, by, now),
+                )
+                for r in self._rows(
+                    "SELECT uuid FROM units WHERE gpu_index = ? AND drained = 0", (index,)
+                ):
+                    self.db.execute(
+                        "UPDATE units SET drained = 1, drained_by = ?, reserved_for = NULL, "
+                        "reserved_until = NULL WHERE uuid = ?",
+                        (by, r["uuid"]),
+                    )
+                    self.db.execute(
+                        "UPDATE queue SET state = 'waiting', unit = NULL, reserved_until = NULL "
+                        "WHERE state = 'reserved' AND unit = ?",
+                        (r["uuid"],),
+                    )
+                    self._event("drained", unit=r["uuid"], detail=by)
+            self._dispatch(now)
+            return [
+                s for s in self._status() if s.unit.gpu_index in indexes and s.holder is not None
+            ]
+
+    def resume_gpus(self, indexes: list[int]) -> None:
+        """Put back what :meth:`drain_gpus` took out (an admin's own drains stay)."""
+        with self._tx():
+            now = self.clock()
+            self._expire(now)
+            for index in indexes:
+                row = self._rows("SELECT by FROM layout_drains WHERE gpu_index = ?", (index,))
+                if not row:
+                    continue
+                for r in self._rows(
+                    "SELECT uuid FROM units WHERE gpu_index = ? AND drained = 1 AND drained_by = ?",
+                    (index, row[0]["by"]),
+                ):
+                    self.db.execute(
+                        "UPDATE units SET drained = 0, drained_by = NULL WHERE uuid = ?",
+                        (r["uuid"],),
+                    )
+                    self._event("undrained", unit=r["uuid"], detail=row[0]["by"])
+                self.db.execute("DELETE FROM layout_drains WHERE gpu_index = ?", (index,))
+            self._dispatch(now)
+
+    def layout_drains(self) -> dict[int, str]:
+        """GPUs a layout apply has drained (and not resumed): index -> by whom."""
+        with self._read():
+            return {r["gpu_index"]: r["by"] for r in self._rows("SELECT * FROM layout_drains")}
 
     def _purge_missing(self) -> None:
         """Units gone from the layout and no longer referenced are dropped for good."""
@@ -639,15 +732,18 @@ class Allocator(QueueMixin, InvariantsMixin):
         position = {uuid: i for i, uuid in enumerate(units)}
         with self._tx():
             known = {r["uuid"]: r for r in self._rows("SELECT uuid, present, gpu_index FROM units")}
+            drains = {r["gpu_index"]: r["by"] for r in self._rows("SELECT * FROM layout_drains")}
             added, missing = [], []
             for u in units.values():
                 if u.uuid not in known:
                     added.append(u.uuid)
+                    by = drains.get(u.gpu_index)
                     self.db.execute(
-                        "INSERT INTO units(uuid, gpu_index, position, profile, weight) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (u.uuid, u.gpu_index, position[u.uuid], u.profile, u.weight),
-                    )
+                        "INSERT INTO units(uuid, gpu_index, position, profile, weight, drained, "
+                        "drained_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (u.uuid, u.gpu_index, position[u.uuid], u.profile, u.weight,
+                         int(by is not None), by),
+                    )  # fmt: skip
                 else:
                     if not known[u.uuid]["present"]:
                         added.append(u.uuid)
@@ -678,6 +774,27 @@ class Allocator(QueueMixin, InvariantsMixin):
             return added, missing
 
     # -- reading -------------------------------------------------------------
+
+    def ledger(self, since: float) -> tuple[list[Lease], list[Wait]]:
+        """The leases and queue waits that end at or after ``since`` (or go on)."""
+        with self._read():
+            leases = [
+                Lease(**{k: r[k] for k in Lease.__dataclass_fields__})
+                for r in self._rows(
+                    "SELECT * FROM leases WHERE ended_at IS NULL OR ended_at >= ? ORDER BY id",
+                    (since,),
+                )
+            ]
+            waits = [
+                Wait(r["user"], r["role"], r["kind"], r["enqueued_at"], r["ended_at"], r["outcome"])
+                for r in self._rows("SELECT * FROM waits WHERE ended_at >= ? ORDER BY id", (since,))
+            ] + [
+                Wait(r["user"], r["role"], r["kind"], r["enqueued_at"], None, r["state"])
+                for r in self._rows(
+                    "SELECT * FROM queue WHERE state IN ('waiting', 'reserved') ORDER BY id"
+                )
+            ]
+            return leases, waits
 
     def assignment(self, container: str) -> Assignment | None:
         with self._read():

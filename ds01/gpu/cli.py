@@ -9,6 +9,9 @@ Everyone:    ds01 gpu status [--json]          every unit: state, holder, since,
              ds01 gpu probe [--json]           the GPU layout as this host sees it
 Admin:       ds01 gpu release UNIT             take a unit back from its holder now
              ds01 gpu drain UNIT [--undo]      take a unit out of the pool (or put it back)
+             ds01 gpu layout plan [--json]     what `apply` would change, which units vanish
+             ds01 gpu layout apply [--boot]    re-partition the GPUs as gpu.layout asks
+             ds01 gpu layout resume            cancel: put back what an apply left drained
 Service:     ds01 gpu reconcile                one reconciler + idle reaper pass (root)
 
 The allocator's database is root's; ordinary users read the status snapshot
@@ -100,6 +103,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("unit")
     d.add_argument("--undo", action="store_true")
     d.set_defaults(func=cmd_drain)
+
+    lay = gsub.add_parser(
+        "layout", parents=[common], help="(admin) the MIG layout the policy asks for (gpu.layout)"
+    )
+    lsub = lay.add_subparsers(dest="layout_command", metavar="ACTION", required=True)
+    lp = lsub.add_parser(
+        "plan", parents=[common], help="what apply would change; which units vanish, who holds them"
+    )
+    lp.add_argument("--json", action="store_true")
+    lp.set_defaults(func=cmd_layout_plan)
+    la = lsub.add_parser(
+        "apply",
+        parents=[common],
+        help="drain the affected units, re-partition through NVML, resume",
+    )
+    la.add_argument(
+        "--boot",
+        action="store_true",
+        help="at boot (ds01-gpu-layout.service): holds from before the reboot do not block",
+    )
+    la.set_defaults(func=cmd_layout_apply)
+    lr = lsub.add_parser(
+        "resume", parents=[common], help="put back the GPUs an apply left drained (cancel)"
+    )
+    lr.set_defaults(func=cmd_layout_resume)
 
     rc = gsub.add_parser(
         "reconcile", parents=[common], help="(service) repair state and reap idle containers once"
@@ -408,6 +436,89 @@ def cmd_drain(args) -> int:
     finally:
         alloc.close()
     print(f"{args.unit} {'is back in the pool' if args.undo else 'is out of the pool'}")
+    return 0
+
+
+def cmd_layout_plan(args) -> int:
+    from ds01.gpu.backend import backend_for
+    from ds01.gpu.repartition import describe_plan, plan
+
+    _require_admin()
+    policy = _policy(args)
+    layout = backend_for(policy).read()
+    alloc = Allocator(policy)
+    try:
+        plans = plan(policy, layout, alloc.status(), alloc.layout_drains())
+    finally:
+        alloc.close()
+    data = {"at": time.time(), "backend": layout.backend, "gpus": [p.to_json() for p in plans]}
+    _keep_last_plan(policy, data)
+    if args.json:
+        print(json.dumps(data))
+    else:
+        for line in describe_plan(plans):
+            print(line)
+        if any(p.changes and not p.problem for p in plans):
+            print("apply it with: sudo ds01 gpu layout apply")
+    return 0
+
+
+def _keep_last_plan(policy: Policy, data: dict) -> None:
+    """The last plan beside the allocator's database (root's): what the
+    converge saw, for the admin and the health checks."""
+    from ds01.gpu.repartition import last_plan_path
+
+    path = last_plan_path(policy)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"ds01 gpu: the plan was not kept in {path}: {e}", file=sys.stderr)
+
+
+def cmd_layout_apply(args) -> int:
+    from ds01.gpu.backend import backend_for
+    from ds01.gpu.mig import MigFailed, NvmlPartitioner
+    from ds01.gpu.repartition import LayoutRefused, apply
+
+    _require_admin()
+    policy = _policy(args)
+    backend = backend_for(policy)
+    if backend.read().backend != "nvml":
+        if args.boot:
+            print("no NVIDIA GPUs here (simulated backend): nothing to re-partition")
+            return 0
+        return _fail(
+            "only real GPUs are re-partitioned; the simulated backend's layout is "
+            "gpu.simulated in the policy (edit it there)",
+            2,
+        )
+    alloc = Allocator(policy)
+    try:
+        done = apply(alloc, backend.read, NvmlPartitioner(), _caller(), boot=args.boot)
+    except (LayoutRefused, MigFailed) as err:
+        return _fail(str(err))
+    finally:
+        alloc.close()
+    for p in done:
+        print(f"GPU {p.index} re-partitioned and back in the pool")
+    return 0
+
+
+def cmd_layout_resume(args) -> int:
+    _require_admin()
+    alloc = Allocator(_policy(args))
+    try:
+        drained = alloc.layout_drains()
+        alloc.resume_gpus(sorted(drained))
+    finally:
+        alloc.close()
+    if not drained:
+        print("no GPU was left drained by a layout apply")
+    for index, by in sorted(drained.items()):
+        print(f"GPU {index} back in the pool (drained by {by})")
     return 0
 
 

@@ -61,7 +61,31 @@ class InvariantsMixin:
                         f"of {quota}"
                     )
             problems += self._physical_gpu_problems()
+            problems += self._ledger_problems()
         return problems
+
+    def _ledger_problems(self) -> list[str]:
+        """The ledger matches the holds: one open lease per held unit, none else."""
+        held = {
+            (r["holder"], r["uuid"])
+            for r in self._rows("SELECT holder, uuid FROM units WHERE holder IS NOT NULL")
+        }
+        open_ = [
+            (r["container"], r["unit"])
+            for r in self._rows("SELECT container, unit FROM leases WHERE ended_at IS NULL")
+        ]
+        out = [f"{u} held by {c} has no open lease" for c, u in held - set(open_)]
+        out += [f"lease of {u} by {c} is open but not held" for c, u in set(open_) - held]
+        out += [f"{u} has two open leases by {c}" for c, u in set(open_) if open_.count((c, u)) > 1]
+        # a GPU being re-partitioned is drained whole, never in part
+        for r in self._rows(
+            "SELECT u.uuid, u.gpu_index FROM units u JOIN layout_drains d "
+            "ON d.gpu_index = u.gpu_index WHERE u.present = 1 AND u.drained = 0"
+        ):
+            out.append(
+                f"GPU {r['gpu_index']} is being re-partitioned but {r['uuid']} is in the pool"
+            )
+        return out
 
     def _physical_gpu_problems(self) -> list[str]:
         """One physical GPU is never handed out twice over: what is held on it

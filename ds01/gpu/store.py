@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 
 from ds01.gpu.results import GpuError
 
-SCHEMA_VERSION = 2  # 2: index events_at (retention)
+SCHEMA_VERSION = 3  # 2: index events_at (retention); 3: leases, waits, layout_drains
 DB_NAME = "gpu/allocator.sqlite3"
 
 _SCHEMA = """
@@ -89,11 +89,75 @@ CREATE TABLE IF NOT EXISTS reaper (      -- the idle reaper's readings per conta
     warned_at REAL,
     warning TEXT
 );
+-- The usage ledger (issue 11): one row per continuous hold of one unit by one
+-- container (a restart within the hold continues it). Kept for good: it is
+-- the record `ds01 usage` and the monthly report read (one row per lease,
+-- small), unlike events and queue, which are pruned.
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    container TEXT NOT NULL,
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    gpu_index INTEGER NOT NULL,
+    kind TEXT NOT NULL,                  -- 'gpu' or the MIG profile
+    weight REAL NOT NULL,                -- GPU-equivalents
+    started_at REAL NOT NULL,
+    ended_at REAL,                       -- NULL: still held
+    end_reason TEXT,                     -- stopped, hold expired, removed, admin release, ...
+    idle_seconds REAL NOT NULL DEFAULT 0 -- between consecutive idle samples of the reaper
+);
+CREATE INDEX IF NOT EXISTS leases_open ON leases(container) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS leases_started ON leases(started_at);
+-- Every ended queue entry, written by the trigger below whichever code ends it.
+CREATE TABLE IF NOT EXISTS waits (
+    id INTEGER PRIMARY KEY,              -- the queue entry's id
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    kind TEXT,
+    enqueued_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    outcome TEXT NOT NULL                -- done (got a unit), expired, cancelled
+);
+CREATE TRIGGER IF NOT EXISTS queue_ended AFTER UPDATE OF state, ended_at ON queue
+WHEN NEW.state IN ('done', 'expired', 'cancelled') AND NEW.ended_at IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO waits(id, user, role, kind, enqueued_at, ended_at, outcome)
+    VALUES (NEW.id, NEW.user, NEW.role, NEW.kind, NEW.enqueued_at, NEW.ended_at, NEW.state);
+END;
+-- GPUs being re-partitioned by `ds01 gpu layout apply`: their units, and any
+-- that appear on them meanwhile, stay drained until it resumes them.
+CREATE TABLE IF NOT EXISTS layout_drains (
+    gpu_index INTEGER PRIMARY KEY,
+    by TEXT NOT NULL,
+    since REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
 CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
 CREATE INDEX IF NOT EXISTS queue_state ON queue(state, priority, enqueued_at);
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 """
+
+
+# Schema 3's migration: the holds in progress become open leases.
+_OPEN_LEASES = """
+INSERT INTO leases(container, user, role, unit, gpu_index, kind, weight, started_at)
+SELECT c.name, c.user, c.role, u.uuid, u.gpu_index, coalesce(u.profile, 'gpu'), u.weight,
+       coalesce(u.held_since, ?)
+FROM units u JOIN containers c ON c.name = u.holder
+"""
+
+
+def _statements(schema: str) -> list[str]:
+    """The schema's statements (a trigger's body holds semicolons of its own)."""
+    out, part = [], ""
+    for piece in schema.split(";"):
+        part += piece + ";"
+        if sqlite3.complete_statement(part):
+            if part.strip(" \n;"):
+                out.append(part)
+            part = ""
+    return out
 
 
 class UnitRow(TypedDict):
@@ -166,12 +230,23 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: consistent after a crash
         self.db.execute("PRAGMA foreign_keys=ON")
-        with self.tx():
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
+        # Not self.tx(): after_commit (the snapshot) reads an allocator not yet made.
+        with self.locked():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    for statement in _statements(_SCHEMA):
                         self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    if 0 < version < 3:
+                        # The ledger starts with the holds in progress: nothing held
+                        # before the upgrade goes unrecorded.
+                        self.db.execute(_OPEN_LEASES, (self.clock(),))
+                    self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()

@@ -9,6 +9,7 @@ groups, for the queue test: deploys/groups.py).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import pytest
@@ -110,3 +111,64 @@ def test_snapshot_comes_back_after_runtime_dir_is_emptied(vm):
 def test_probe_on_the_vm_is_an_empty_nvml_layout(vm):
     out = json.loads(vm.check_output("ds01 gpu probe --json --backend nvml"))
     assert out["gpus"] == [] and out["backend"] == "none"
+
+
+def test_layout_boot_unit_enabled_not_run_by_the_converge(vm):
+    unit = vm.service("ds01-gpu-layout.service")
+    assert unit.is_enabled
+    props = vm.check_output("systemctl show -p Before -p Type -p ExecStart ds01-gpu-layout.service")
+    assert "docker.service" in props and "ds01-gpu-reconcile.service" in props
+    assert "Type=oneshot" in props and "gpu layout apply --boot" in props
+
+
+def test_layout_plan_ran_in_the_deploy_and_runs_from_the_cli(vm):
+    """tests/vm/policy.yaml lays out GPU 2 as simulated and GPU 3 otherwise."""
+    kept = json.loads(vm.check_output("cat /var/lib/ds01/gpu/layout-plan.json"))  # the deploy's
+    assert kept["backend"] == "simulated"
+    gpus = {g["gpu"]: g for g in kept["gpus"]}
+    assert (gpus[2]["changes"], gpus[3]["changes"]) == (False, True)
+    assert gpus[3]["desired"] == ["3g.20gb", "3g.20gb"] and len(gpus[3]["vanishing"]) == 4
+    out = vm.check_output("ds01 gpu layout plan")
+    assert "GPU 2 NVIDIA A100-SXM4-40GB: as the policy asks" in out
+    assert "GPU 3 NVIDIA A100-SXM4-40GB: MIG 2g.10gb + 2g.10gb + 2g.10gb + 1g.5gb -> MIG " in out
+    # the simulated layout is the policy's: apply refuses, the boot unit's run is a no-op
+    assert vm.run("ds01 gpu layout apply").rc == 2
+    assert "nothing to re-partition" in vm.check_output("ds01 gpu layout apply --boot")
+    assert as_user(vm, "lt.student", "ds01 gpu layout plan").rc != 0  # admins only
+
+
+LEASES = """
+import sys, time
+from ds01.config import load_policy
+from ds01.gpu.allocator import Allocator
+a = Allocator(load_policy("/etc/ds01/resource-allocation.yaml"))
+for user, role in (("lt.student", "student"), ("lt.researcher", "researcher")):
+    name = f"usage-{user}-{time.time_ns()}"
+    a.assign(name, user, role, kind="1g.5gb")
+    a.allocate(name)
+    a.release(name, hold=False)
+    a.forget(name)
+a.close()
+"""
+
+
+def test_usage_ledger_root_sees_everyone_a_student_their_own(vm):
+    vm.check_output(f"/opt/ds01/venv/bin/python -c {shlex.quote(LEASES)}")
+    root = json.loads(vm.check_output("ds01 usage --json"))
+    users = {r["key"] for r in root["rows"]}
+    assert {"lt.student", "lt.researcher"} <= users and root["only_user"] is None
+    out = as_user(vm, "lt.student", "ds01 usage --json")
+    assert out.rc == 0, out.stderr
+    mine = json.loads(out.stdout)
+    assert [r["key"] for r in mine["rows"]] == ["lt.student"] and mine["only_user"] == "lt.student"
+    assert mine["totals"]["leases"] == root["totals"]["leases"] >= 2
+    other = as_user(vm, "lt.student", "ds01 usage --user lt.researcher")
+    assert other.rc != 0 and "theirs and the admins'" in other.stderr
+    cron = vm.file("/etc/cron.d/ds01-usage-report").content_string
+    assert (
+        "root /usr/local/bin/ds01 job run usage_report -- /usr/local/bin/ds01 usage --report "
+        "/var/lib/ds01/reports"
+    ) in cron
+    assert vm.file("/var/lib/ds01/reports").mode == 0o750
+    vm.check_output("ds01 job run usage_report -- ds01 usage --report /var/lib/ds01/reports")
+    assert vm.run("ls /var/lib/ds01/reports/gpu-usage-*.csv").rc == 0

@@ -92,3 +92,19 @@ def test_nvml_memory_slices_weigh_h200_units():
         (2, "1g.10gb+me", round(1 / 7, 4)), (2, "2g.20gb", round(2 / 7, 4)), (2, "3g.40gb", 0.5),
         (3, "gpu", 1.0),
     ]  # fmt: skip
+
+
+def test_layout_plan_fact():
+    from facts.gpu import GpuLayoutPlan
+
+    fact = GpuLayoutPlan()
+    assert fact.command() == "/usr/local/bin/ds01 gpu layout plan --json 2>/dev/null; true"
+    assert fact.requires_command() == "/usr/local/bin/ds01"
+    out = ['{"at": 1, "backend": "simulated", "gpus": [{"gpu": 3, "changes": true}]}']
+    assert fact.process(out) == {
+        "at": 1,
+        "backend": "simulated",
+        "gpus": [{"gpu": 3, "changes": True}],
+    }
+    assert fact.process(["ds01 gpu: this is an admin command: run it with sudo"]) is None
+    assert fact.process([]) is None

@@ -15,73 +15,51 @@ that pynvml maps to a newer version raises ``NVMLLibraryMismatchError``.
 H100-80GB and H200-141GB as NVML lists them (profile id, name, compute slices,
 placement size in memory slices of 8; memory sizes as nvidia-smi shows them,
 rounded); :func:`model_gpu` builds such a GPU partitioned into given profiles
-at valid placements."""
+at valid placements.
+
+It is also a state machine for re-partitioning (``ds01 gpu layout apply``), as
+NVIDIA documents it: ``nvmlDeviceSetMigMode`` leaves the change *pending*
+until the GPU is reset (:meth:`FakeNvml.reset`; ``mode_needs_reset=False``
+for a GPU that switches at once), and refuses with ``NVML_ERROR_IN_USE``
+while a process uses the GPU; a GPU instance is created only at one of its
+profile's valid placements, only on a GPU whose MIG mode is on, and is not a
+MIG device until it has a compute instance; a GPU instance with a compute
+instance cannot be destroyed (``IN_USE``), nor a compute instance with a
+process. ``fail_gi``/``fail_ci`` (profile names) make creation fail with
+``NVML_ERROR_INSUFFICIENT_RESOURCES``. GPU- and compute-instance handles are
+pynvml's own ``c_nvmlGpuInstance_t``/``c_nvmlComputeInstance_t`` pointers.
+:meth:`FakeNvml.reboot`: no MIG instance survives, pending modes take effect."""
 
 from __future__ import annotations
 
+import ctypes
 import types
 from dataclasses import dataclass, field
 
 import pynvml
 
 from ds01.gpu.layout import PROFILE_RE as PROFILE
+from ds01.gpu.profiles import MODELS as table
+from ds01.gpu.profiles import Profile
 
 ERRORS = {n: getattr(pynvml, n) for n in dir(pynvml) if n.startswith("NVMLError")}
 ERRORS["NVMLLibraryMismatchError"] = pynvml.NVMLLibraryMismatchError
 
 
-@dataclass(frozen=True)
-class Profile:
-    id: int  # NVML_GPU_INSTANCE_PROFILE_*
-    name: str
-    slices: int  # compute slices
-    memory_mb: int
-    size: int  # placement size, in memory slices
-
-
-def _profiles(*rows: tuple[int, str, int, int, int]) -> dict[int, Profile]:
-    return {r[0]: Profile(*r) for r in rows}
-
-
 P = pynvml
-MODELS: dict[str, tuple[int, dict[int, Profile]]] = {  # name -> (memory GiB, profiles)
-    "NVIDIA A100-SXM4-40GB": (40, _profiles(
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.5gb", 1, 4864, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.5gb+me", 1, 4864, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.10gb", 1, 9856, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.10gb", 2, 9856, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.20gb", 3, 19968, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.20gb", 4, 19968, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.40gb", 7, 40192, 8),
-    )),
-    "NVIDIA A100-SXM4-80GB": (80, _profiles(
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb", 1, 9728, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me", 1, 9728, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.20gb", 1, 19968, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.20gb", 2, 19968, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.40gb", 3, 40192, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.40gb", 4, 40192, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.80gb", 7, 80896, 8),
-    )),
-    "NVIDIA H100 80GB HBM3": (80, _profiles(
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.10gb", 1, 9984, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.10gb+me", 1, 9984, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.20gb", 1, 20096, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.20gb", 2, 20096, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.40gb", 3, 40320, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.40gb", 4, 40320, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.80gb", 7, 80768, 8),
-    )),
-    "NVIDIA H200": (141, _profiles(
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.18gb", 1, 16384, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.18gb+me", 1, 16384, 1),
-        (P.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, "1g.35gb", 1, 32512, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_2_SLICE, "2g.35gb", 2, 32512, 2),
-        (P.NVML_GPU_INSTANCE_PROFILE_3_SLICE, "3g.71gb", 3, 66048, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.71gb", 4, 66048, 4),
-        (P.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.141gb", 7, 131584, 8),
-    )),
-}  # fmt: skip
+# The model table is ds01's own (ds01.gpu.profiles: the placements the policy
+# is checked against); memory in GiB as the boards are sold.
+MODELS: dict[str, tuple[int, dict[int, Profile]]] = {
+    name: (gib, {p.id: p for p in table[name].values()})
+    for name, gib in (
+        ("NVIDIA A100-SXM4-40GB", 40),
+        ("NVIDIA A100-SXM4-80GB", 80),
+        ("NVIDIA H100 80GB HBM3", 80),
+        ("NVIDIA H200", 141),
+    )
+}
+# compute-instance profile id -> compute slices (NVML_COMPUTE_INSTANCE_PROFILE_*)
+CI_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7, 5: 8, 6: 6}
 
 
 @dataclass
@@ -98,6 +76,8 @@ class FakeMig:
     gi_slices: int | None = None  # nvmlDeviceGetAttributes; None: from the name
     ci_slices: int | None = None
     processes_denied: bool = False
+    profile_id: int | None = None  # its GPU-instance profile (NVML_GPU_INSTANCE_PROFILE_*)
+    has_ci: bool = True  # False: a GPU instance without a compute instance (no MIG device)
 
 
 @dataclass
@@ -114,6 +94,12 @@ class FakeGpu:
     slots: dict[int, FakeMig] = field(default_factory=dict)  # MIG device index -> device
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     processes_denied: bool = False
+    mode_needs_reset: bool = True  # A100: a MIG mode change waits for a GPU reset
+    fail_gi: set[str] = field(default_factory=set)  # profiles whose GI creation fails
+    fail_ci: set[str] = field(default_factory=set)  # profiles whose CI creation fails
+
+    def busy(self) -> bool:
+        return bool(self.processes) or any(m.processes for m in self.slots.values())
 
 
 @dataclass(frozen=True)
@@ -137,7 +123,7 @@ def model_gpu(model: str, uuid: str, mig: list[str] | None = None, **kw) -> Fake
         used |= set(range(start, start + p.size))
         slots[k] = FakeMig(
             f"MIG-{uuid}-{k}", f"{model} MIG {name}", k + 1, 0, start, p.size,
-            p.memory_mb * 1024**2, gi_slices=p.slices, ci_slices=p.slices,
+            p.memory_mb * 1024**2, gi_slices=p.slices, ci_slices=p.slices, profile_id=p.id,
         )  # fmt: skip
     return FakeGpu(
         f"GPU-{uuid}", model, gib * 1024**3, mig=(1, 1) if mig is not None else (0, 0),
@@ -161,6 +147,22 @@ class FakeNvml:
         self.inits = 0
         self.generation = 0
         self.repartition_during_read: list[FakeGpu] | None = None  # new layout, applied once
+        self.calls: list[str] = []  # the re-partitioning calls made, in order
+        self._instances: dict[int, tuple[FakeGpu, FakeMig]] = {}  # handle address -> instance
+        self._structs: list[object] = []  # keeps the handles' memory alive
+        self._made = 0
+
+    def reset(self, index: int) -> None:
+        """`nvidia-smi -r`: a pending MIG mode takes effect; no instance survives."""
+        gpu = self.gpus[index]
+        if gpu.mig is not None:
+            gpu.mig = (gpu.mig[1], gpu.mig[1])
+        gpu.slots.clear()
+
+    def reboot(self) -> None:
+        for i in range(len(self.gpus)):
+            self.reset(i)
+        self.generation += 1
 
     def repartition(self, gpus: list[FakeGpu]) -> None:
         """What an admin's `nvidia-smi mig -cgi ...` does: every handle goes stale."""
@@ -200,6 +202,20 @@ class FakeNvml:
             out.append(obj)
         return out
 
+    def _handle(self, struct: type, gpu: FakeGpu, mig: FakeMig):
+        """A GPU- or compute-instance handle: a pointer to an opaque struct, as pynvml's."""
+        s = struct()
+        self._structs.append(s)
+        self._instances[ctypes.addressof(s)] = (gpu, mig)
+        return ctypes.pointer(s)
+
+    def _instance(self, handle) -> tuple[FakeGpu, FakeMig]:
+        self._live()
+        gpu, mig = self._instances.get(ctypes.addressof(handle.contents), (None, None))
+        if gpu is None or mig not in gpu.slots.values() or gpu not in self.gpus:
+            raise pynvml.NVMLError_InvalidArgument()  # destroyed, or never made
+        return gpu, mig
+
     @staticmethod
     def _profile(p: Profile | int, pid: int) -> Profile:
         return p if isinstance(p, Profile) else Profile(pid, f"{p}g", p, 0, 0)
@@ -211,6 +227,13 @@ class FakeNvml:
         m.NVML_DEVICE_MIG_DISABLE = pynvml.NVML_DEVICE_MIG_DISABLE
         m.NVML_GPU_INSTANCE_PROFILE_COUNT = pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT
         m.c_nvmlGpuInstancePlacement_t = pynvml.c_nvmlGpuInstancePlacement_t
+        m.c_nvmlGpuInstance_t = pynvml.c_nvmlGpuInstance_t
+        m.c_nvmlComputeInstance_t = pynvml.c_nvmlComputeInstance_t
+        m.NVML_COMPUTE_INSTANCE_PROFILE_COUNT = pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT
+        m.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED = (
+            pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+        )
+        m.NVML_SUCCESS = pynvml.NVML_SUCCESS
         fake = self
 
         def nvmlInit():
@@ -296,7 +319,7 @@ class FakeNvml:
             p = fake._profile(gpu.profiles[profile], profile)
             if not p.size:
                 raise pynvml.NVMLError_NotSupported()
-            starts = list(range(0, 8, p.size))[: 8 // p.size]
+            starts = list(p.starts) or list(range(0, 8, p.size))[: 8 // p.size]
             n = count._obj  # ctypes.byref(c_uint)
             if placements is None:
                 n.value = len(starts)
@@ -333,7 +356,7 @@ class FakeNvml:
             gpu = fake._gpu(h)
             if not 0 <= k < gpu.max_mig:
                 raise pynvml.NVMLError_InvalidArgument()
-            if k not in gpu.slots:
+            if k not in gpu.slots or not gpu.slots[k].has_ci:
                 raise pynvml.NVMLError_NotFound()
             handle = Handle(fake.generation, h.gpu, k)
             if fake.repartition_during_read is not None:
@@ -349,13 +372,13 @@ class FakeNvml:
 
         def nvmlDeviceGetGpuInstanceById(h, gi_id):
             gpu = fake._gpu(h)
-            for slot, mig in gpu.slots.items():
+            for mig in gpu.slots.values():
                 if mig.gi_id == gi_id:
-                    return Handle(fake.generation, h.gpu, slot)
+                    return fake._handle(pynvml.struct_c_nvmlGpuInstance_t, gpu, mig)
             raise pynvml.NVMLError_NotFound()
 
         def nvmlGpuInstanceGetInfo(gi):
-            mig = fake._mig(gi)
+            mig = fake._instance(gi)[1]
             return pynvml.c_nvmlGpuInstanceInfo_t(
                 id=mig.gi_id,
                 placement=pynvml.c_nvmlGpuInstancePlacement_t(start=mig.start, size=mig.size),
@@ -382,6 +405,103 @@ class FakeNvml:
             nvmlDeviceGetComputeRunningProcesses_v3
         )
         nvmlDeviceGetComputeRunningProcesses.__name__ = "nvmlDeviceGetComputeRunningProcesses"
+
+        # -- re-partitioning ---------------------------------------------
+
+        def nvmlDeviceSetMigMode(h, mode):
+            gpu = fake._gpu(h)
+            fake.calls.append(f"set-mig {h.gpu} {mode}")
+            if gpu.mig is None:
+                raise pynvml.NVMLError_NotSupported()
+            if mode not in (pynvml.NVML_DEVICE_MIG_ENABLE, pynvml.NVML_DEVICE_MIG_DISABLE):
+                raise pynvml.NVMLError_InvalidArgument()
+            if gpu.busy() or (mode == pynvml.NVML_DEVICE_MIG_DISABLE and gpu.slots):
+                raise pynvml.NVMLError_InUse()
+            gpu.mig = (gpu.mig[0] if gpu.mode_needs_reset else mode, mode)
+            return pynvml.NVML_SUCCESS  # the activation status
+
+        def _mig_on(gpu):
+            if gpu.mig is None or not gpu.mig[0]:
+                raise pynvml.NVMLError_NotSupported()  # MIG mode is not (yet) on
+
+        def nvmlDeviceGetGpuInstances(h, profile, instances, count):
+            gpu = fake._gpu(h)
+            _mig_on(gpu)
+            found = [m for m in gpu.slots.values() if m.profile_id == profile]
+            n = count._obj
+            if len(found) > n.value:
+                n.value = len(found)
+                raise pynvml.NVMLError_InsufficientSize()
+            for i, mig in enumerate(found):
+                instances[i] = fake._handle(pynvml.struct_c_nvmlGpuInstance_t, gpu, mig)
+            n.value = len(found)
+            return pynvml.NVML_SUCCESS
+
+        def nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, placement):
+            gpu = fake._gpu(h)
+            _mig_on(gpu)
+            if profile not in gpu.profiles:
+                raise pynvml.NVMLError_InvalidArgument()
+            p = fake._profile(gpu.profiles[profile], profile)
+            fake.calls.append(f"create-gi {h.gpu} {p.name}@{placement.start}")
+            if placement.size != p.size or placement.start not in (p.starts or (placement.start,)):
+                raise pynvml.NVMLError_InvalidArgument()
+            span = set(range(placement.start, placement.start + p.size))
+            taken = any(span & set(range(m.start, m.start + m.size)) for m in gpu.slots.values())
+            same = sum(m.profile_id == profile for m in gpu.slots.values())
+            if taken or same >= p.max_count or p.name in gpu.fail_gi:
+                raise pynvml.NVMLError_InsufficientResources()
+            slot = next(k for k in range(gpu.max_mig + 1) if k not in gpu.slots)
+            gi_id = max((m.gi_id for m in gpu.slots.values()), default=0) + 1
+            fake._made += 1
+            mig = FakeMig(
+                f"MIG-{gpu.uuid.removeprefix('GPU-')}-new{fake._made}",
+                f"{gpu.name} MIG {p.name}", gi_id, 0, placement.start, p.size,
+                p.memory_mb * 1024**2, gi_slices=p.slices, ci_slices=p.slices,
+                profile_id=profile, has_ci=False,
+            )  # fmt: skip
+            gpu.slots[slot] = mig
+            return fake._handle(pynvml.struct_c_nvmlGpuInstance_t, gpu, mig)
+
+        def nvmlGpuInstanceDestroy(gi):
+            gpu, mig = fake._instance(gi)
+            fake.calls.append(f"destroy-gi {fake.gpus.index(gpu)} gi{mig.gi_id}")
+            if mig.has_ci:
+                raise pynvml.NVMLError_InUse()  # its compute instances first
+            del gpu.slots[next(k for k, m in gpu.slots.items() if m is mig)]
+
+        def nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, profile, eng, version=2):
+            mig = fake._instance(gi)[1]
+            if profile not in CI_SLICES or CI_SLICES[profile] > (mig.gi_slices or 0):
+                raise pynvml.NVMLError_NotSupported()
+            c = pynvml.c_nvmlComputeInstanceProfileInfo_v2_t()
+            c.id, c.sliceCount, c.instanceCount = profile, CI_SLICES[profile], 1
+            return c
+
+        def nvmlGpuInstanceCreateComputeInstance(gi, profile):
+            gpu, mig = fake._instance(gi)
+            fake.calls.append(f"create-ci {fake.gpus.index(gpu)} gi{mig.gi_id}")
+            if CI_SLICES.get(profile) != mig.gi_slices:
+                raise pynvml.NVMLError_NotSupported()  # the fake models whole-GI CIs only
+            if mig.has_ci or mig.name.rsplit(" ", 1)[-1] in gpu.fail_ci:
+                raise pynvml.NVMLError_InsufficientResources()
+            mig.has_ci, mig.ci_id = True, 0
+            return fake._handle(pynvml.struct_c_nvmlComputeInstance_t, gpu, mig)
+
+        def nvmlGpuInstanceGetComputeInstances(gi, profile, instances, count):
+            gpu, mig = fake._instance(gi)
+            found = [mig] if mig.has_ci and CI_SLICES.get(profile) == mig.gi_slices else []
+            for i, m in enumerate(found):
+                instances[i] = fake._handle(pynvml.struct_c_nvmlComputeInstance_t, gpu, m)
+            count._obj.value = len(found)
+            return pynvml.NVML_SUCCESS
+
+        def nvmlComputeInstanceDestroy(ci):
+            gpu, mig = fake._instance(ci)
+            fake.calls.append(f"destroy-ci {fake.gpus.index(gpu)} gi{mig.gi_id}")
+            if mig.processes:
+                raise pynvml.NVMLError_InUse()
+            mig.has_ci = False
 
         for f in list(locals().values()):
             if callable(f) and getattr(f, "__name__", "").startswith("nvml"):

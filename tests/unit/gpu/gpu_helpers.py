@@ -47,6 +47,8 @@ def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
     from ds01.gpu.allocator import GpuError
 
     op = rng.choice(["assign", "assign", "allocate", "allocate", "release", "forget", "queue"])
+    if rng.random() < 0.05:
+        op = "layout"
     try:
         if op == "assign" or not mine:
             user, role = rng.choice(USERS)
@@ -68,6 +70,13 @@ def random_step(alloc, rng, tag: str, mine: list[str]) -> str:
             alloc.forget(name)
             mine.remove(name)
             assert not any(s.holder == name for s in alloc.status()), "forget kept a unit"
+        elif op == "layout":  # what `ds01 gpu layout apply` does to the allocator
+            gpu = rng.randrange(4)
+            if rng.random() < 0.5:
+                # (whole, never in part: check_invariants, in one read)
+                alloc.drain_gpus([gpu], f"ds01 gpu layout apply ({tag})")
+            else:
+                alloc.resume_gpus([0, 1, 2, 3])
         else:
             user, role = rng.choice(USERS)
             if rng.random() < 0.5:

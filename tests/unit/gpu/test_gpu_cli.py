@@ -162,3 +162,71 @@ def test_allocator_database_is_root_only(policy_file, as_root, capsys):
     db.chmod(0o644)  # as an earlier version left it
     Allocator(policy).close()
     assert db.stat().st_mode & 0o777 == 0o600
+
+
+def _laid_out(policy_file: str) -> str:
+    text = (
+        Path(policy_file)
+        .read_text()
+        .replace(
+            "  reconcile_interval: 1m\n",
+            "  reconcile_interval: 1m\n  layout:\n"
+            "    - {gpus: [2], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb]}\n"
+            "    - {gpus: [3], model: NVIDIA A100-SXM4-40GB, mig: [3g.20gb, 3g.20gb]}\n",
+            1,
+        )
+    )
+    Path(policy_file).write_text(text)
+    return policy_file
+
+
+def test_layout_plan_on_the_simulated_backend(policy_file, as_root, capsys):
+    policy_file = _laid_out(policy_file)
+    from ds01.config import load_policy
+    from ds01.gpu.allocator import Allocator
+
+    alloc = Allocator(load_policy(policy_file))
+    [unit] = [s.unit for s in alloc.status() if s.unit.gpu_index == 3 and s.unit.kind == "1g.5gb"]
+    for s in alloc.status():
+        if s.unit.gpu_index == 2:
+            alloc.drain(s.unit.uuid, by="root")  # so that the student gets GPU 3's
+    alloc.assign("nb", "111111", "student", kind="1g.5gb")
+    alloc.allocate("nb")
+    alloc.close()
+    code, out, _ = run(capsys, "gpu", "layout", "plan", "--policy", policy_file)
+    assert code == 0
+    assert "GPU 2 NVIDIA A100-SXM4-40GB: as the policy asks" in out
+    assert "GPU 3 NVIDIA A100-SXM4-40GB: MIG 2g.10gb + 2g.10gb + 2g.10gb + 1g.5gb -> " in out
+    assert f"vanishes: GPU 3 slice 1g.5gb ({unit.uuid}), held by 111111 (container 'nb')" in out
+    code, out, _ = run(capsys, "gpu", "layout", "plan", "--json", "--policy", policy_file)
+    gpus = {g["gpu"]: g for g in json.loads(out)["gpus"]}
+    assert (gpus[2]["changes"], gpus[3]["changes"]) == (False, True)
+    assert len(gpus[3]["vanishing"]) == 4
+    # the simulated layout is the policy's gpu.simulated: apply refuses, at boot it is a no-op
+    code, _, err = run(capsys, "gpu", "layout", "apply", "--policy", policy_file)
+    assert code == 2 and "only real GPUs are re-partitioned" in err
+    code, out, _ = run(capsys, "gpu", "layout", "apply", "--boot", "--policy", policy_file)
+    assert code == 0 and "nothing to re-partition" in out
+
+
+def test_layout_commands_are_for_admins(policy_file, monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as e:
+        run(capsys, "gpu", "layout", "plan", "--policy", policy_file)
+    assert e.value.code == 2
+
+
+def test_layout_resume_puts_back_what_an_apply_left_drained(policy_file, as_root, capsys):
+    from ds01.config import load_policy
+    from ds01.gpu.allocator import Allocator
+
+    alloc = Allocator(load_policy(policy_file))
+    alloc.drain_gpus([3], "ds01 gpu layout apply (root)")
+    alloc.close()
+    code, out, _ = run(capsys, "gpu", "layout", "resume", "--policy", policy_file)
+    assert code == 0 and out == "GPU 3 back in the pool (drained by ds01 gpu layout apply (root))\n"
+    alloc = Allocator(load_policy(policy_file))
+    assert {s.state for s in alloc.status() if s.unit.gpu_index == 3} == {"free"}
+    alloc.close()
+    code, out, _ = run(capsys, "gpu", "layout", "resume", "--policy", policy_file)
+    assert out == "no GPU was left drained by a layout apply\n"

@@ -31,16 +31,21 @@ def test_sudoers_rule_parses(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_sudoers_rule_allows_only_queue_changes():
+def test_sudoers_rule_allows_only_queue_changes_and_usage():
     text = render("ds01-gpu-queue.sudoers.j2", ds01="/usr/local/bin/ds01")
-    commands = [c.strip(" \\,") for c in text.split("=", 1)[1].split("ALL ALL")[0].splitlines()]
-    assert [c for c in commands if c] == [
+    body = "".join(line for line in text.splitlines(True) if not line.startswith("#"))
+    body = body.replace("\\\n", "").split("ALL ALL")[0]
+    commands = [c.strip() for line in body.splitlines() for c in line.split("=", 1)[1].split(",")]
+    assert commands == [
         "/usr/local/bin/ds01 gpu queue join",
         "/usr/local/bin/ds01 gpu queue join --kind *",
         "/usr/local/bin/ds01 gpu queue leave",
         "/usr/local/bin/ds01 gpu queue leave --all",
         "/usr/local/bin/ds01 gpu queue leave --kind *",
+        "/usr/local/bin/ds01 usage",
+        "/usr/local/bin/ds01 usage *",
     ]
+    assert text.splitlines()[-1] == "ALL ALL=(root) NOPASSWD: DS01_GPU_QUEUE, DS01_USAGE"
 
 
 def test_units_carry_the_policy_values(policy):
@@ -53,3 +58,21 @@ def test_units_carry_the_policy_values(policy):
     assert f"OnUnitActiveSec={gpu.reconcile_interval}s" in timer
     tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir)
     assert tmpfiles.splitlines()[-1] == f"d {gpu.runtime_dir} 0755 root root -"
+
+
+def test_layout_unit_runs_before_docker_and_the_reconciler():
+    unit = render("ds01-gpu-layout.service.j2", ds01="/usr/local/bin/ds01")
+    assert "ExecStart=/usr/local/bin/ds01 gpu layout apply --boot" in unit
+    before = next(line for line in unit.splitlines() if line.startswith("Before="))
+    assert set(before.split("=", 1)[1].split()) == {
+        "docker.service", "ds01-gpu-reconcile.service", "ds01-gpu-reconcile.timer"}  # fmt: skip
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+
+
+def test_usage_report_cron_runs_through_ds01_job_run(policy):
+    cron = render("ds01-usage-report.cron.j2", schedule=policy.schedules.usage_report,
+                  reports="/var/lib/ds01/reports", ds01="/usr/local/bin/ds01")  # fmt: skip
+    assert cron.splitlines()[-1] == (
+        "30 0 1 * * root /usr/local/bin/ds01 job run usage_report -- /usr/local/bin/ds01 usage "
+        "--report /var/lib/ds01/reports"
+    )
