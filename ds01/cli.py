@@ -21,13 +21,14 @@ COMMAND_MODULES = (
     "ds01.docker.cli",
     "ds01.jobs",
     "ds01.backup.cli",
+    "ds01.ops.schedule",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
     ("for everyone", ("limits", "container", "gpu", "storage")),
-    ("for admins", ("users", "config", "images", "admin-guard", "backup")),
+    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule")),
     ("run by the system", ("docker", "job")),
 )
 
