@@ -22,12 +22,13 @@ COMMAND_MODULES = (
     "ds01.jobs",
     "ds01.backup.cli",
     "ds01.ops.schedule",
+    "ds01.events",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
-    ("for everyone", ("limits", "container", "gpu", "storage")),
+    ("for everyone", ("limits", "container", "gpu", "storage", "events")),
     ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule")),
     ("run by the system", ("docker", "job")),
 )

@@ -64,3 +64,100 @@ def read(path: Path = EVENTS_FILE) -> Iterator[dict]:
                     continue  # a line cut by a crash or a full disk
                 if isinstance(ev, dict) and "kind" in ev and "time" in ev:
                     yield ev
+
+
+OWN_HELPER = "/opt/ds01/venv/bin/ds01-events-own"  # sudo runs it for users (deploys/maintenance.py)
+
+
+def select(evs, user: str | None = None, kind: str | None = None,
+           since: float | None = None) -> list[dict]:  # fmt: skip
+    """Events naming ``user``, of ``kind`` (a prefix: ``gpu`` matches ``gpu_released``),
+    at or after ``since``."""
+    out = []
+    for ev in evs:
+        if user is not None and ev.get("user") != user:
+            continue
+        if kind is not None and not (ev["kind"] == kind or ev["kind"].startswith(kind + "_")):
+            continue
+        if since is not None and not (isinstance(ev["time"], int | float) and ev["time"] >= since):
+            continue
+        out.append(ev)
+    return out
+
+
+def parse_since(text: str, now: float) -> float:
+    """``2d``, ``90m`` (that long ago) or an ISO date/time (local time)."""
+    import datetime
+
+    from ds01.units import parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"--since {text!r}: give a duration such as 2d or 6h, "
+                         "or a date such as 2026-12-01") from None  # fmt: skip
+
+
+def render(ev: dict) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(ev["time"]).strftime("%Y-%m-%d %H:%M:%S")
+    rest = " ".join(f"{k}={v}" for k, v in ev.items() if k not in ("time", "kind"))
+    return f"{when}  {ev['kind']:<18} {rest}"
+
+
+def _add_filters(p) -> None:
+    p.add_argument("--kind", help="only this kind (or its family: gpu, backup, ...)")
+    p.add_argument("--since", help="only since then: 2d, 6h, or 2026-12-01")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("events", help="what happened on the server (yours, or all for admins)")
+    p.add_argument("--user", help="admins: only events naming this user")
+    _add_filters(p)
+    p.set_defaults(func=_cmd)
+
+
+def _show(args, user: str | None) -> int:
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as e:
+        print(f"ds01 events: {e}", file=sys.stderr)
+        return 2
+    for ev in select(read(), user, args.kind, since):
+        print(json.dumps(ev) if args.json else render(ev))
+    return 0
+
+
+def _cmd(args) -> int:
+    if os.geteuid() == 0:
+        return _show(args, args.user)
+    if args.user:
+        print("ds01 events: --user is for admins; you see your own events", file=sys.stderr)
+        return 2
+    import subprocess
+
+    argv = ["sudo", "-n", OWN_HELPER]
+    for opt in ("kind", "since"):
+        if getattr(args, opt):
+            argv += [f"--{opt}", getattr(args, opt)]
+    return subprocess.call(argv + (["--json"] if args.json else []))
+
+
+def helper_main(argv: list[str] | None = None) -> int:
+    """``ds01-events-own``: run by sudo, shows the caller's own events only."""
+    import argparse
+    import pwd
+
+    p = argparse.ArgumentParser(prog="ds01-events-own", description="your own ds01 events")
+    _add_filters(p)
+    args = p.parse_args(argv)
+    if os.geteuid() != 0 or "SUDO_UID" not in os.environ:
+        print("ds01-events-own: run it as `ds01 events`", file=sys.stderr)
+        return 2
+    return _show(args, pwd.getpwuid(int(os.environ["SUDO_UID"])).pw_name)
