@@ -13,6 +13,8 @@ from pyinfra.operations import apt, files
 from deploys._support import REPO, apt_packages
 from ds01.backup.restic import BACKUP_STATE
 from ds01.backup.restore import HELPER
+from ds01.names import cron_file
+from ds01.ops.schedule import CRON_JOBS
 from operations import backup, privacy
 
 policy = host.data.policy
@@ -27,18 +29,13 @@ if b is not None:
     backup.repository(name=f"Backup repository {b.repository} (created once, never again)",
                       repository=b.repository)  # fmt: skip
 
-    for key, command in (
-        ("backup", "ds01 backup run"),
-        ("backup_check", "ds01 backup check"),
-        ("restore_drill", "ds01 backup drill"),
-    ):
+    for key in ("backup", "backup_check", "restore_drill"):
+        command, what = CRON_JOBS[key]
         files.template(
-            name=f"Cron job /etc/cron.d/ds01-{key.replace('_', '-')} "
-            f"({getattr(policy.schedules, key)})",
-            src=str(REPO / "templates/ops/job.cron.j2"),
-            dest=f"/etc/cron.d/ds01-{key.replace('_', '-')}",
+            name=f"Cron job {cron_file(key)} ({getattr(policy.schedules, key)}): {what}",
+            src=str(REPO / "templates/ops/job.cron.j2"), dest=cron_file(key),
             user="root", group="root", mode="0644", deploy="deploys/backup.py", key=key,
-            schedule=getattr(policy.schedules, key), command=f"/usr/local/bin/{command}",
+            schedule=getattr(policy.schedules, key), command=command,
             log="/var/log/ds01/backup.log",
         )  # fmt: skip
 

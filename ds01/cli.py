@@ -23,14 +23,16 @@ COMMAND_MODULES = (
     "ds01.backup.cli",
     "ds01.ops.schedule",
     "ds01.events",
+    "ds01.ops.maintenance",
+    "ds01.ops.doctor",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
     ("for everyone", ("limits", "container", "gpu", "storage", "events")),
-    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule")),
-    ("run by the system", ("docker", "job")),
+    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule", "doctor")),
+    ("run by the system", ("docker", "job", "maintenance")),
 )
 
 

@@ -446,6 +446,12 @@ class Schedules(Strict):
     backup: Cron = "15 2 * * *"
     backup_check: Cron = "45 4 * * 0"  # restic check --read-data-subset (backup.check_subset)
     restore_drill: Cron = "0 5 1 * *"  # restores a sample of the latest snapshot and compares
+    # issue 12: maintenance, logs and the daily self-check (deploys/maintenance.py)
+    security_upgrades: Cron = "0 3 * * *"  # apt-get update, then unattended-upgrade
+    autoclean: Cron = "30 5 * * 0"  # apt-get autoclean
+    fstrim: Cron = "0 6 * * 0"  # fstrim --all on the filesystems that support it
+    logrotate: Cron = "0 0 * * *"
+    doctor: Cron = "0 7 * * *"  # ds01 doctor --quiet: its result is the job's
 
 
 # --------------------------------------------------------------------------
@@ -503,6 +509,17 @@ class Backup(Strict):
     max_age: Duration = 2 * 86400  # older last success: ds01 doctor and the exporter warn
 
 
+class Maintenance(Strict):
+    """Unattended security upgrades (never a reboot) and the logs' limits."""
+
+    security_upgrades: bool = True
+    # held back from automatic upgrades unless named here (ds01/ops/maintenance.py HELD)
+    allow_upgrades: list[Literal["nvidia", "docker", "kernel"]] = []
+    journald_max_use: Size = 1 << 30  # SystemMaxUse
+    journald_max_retention: Duration = 30 * 86400  # MaxRetentionSec
+    logs_keep: int = Field(default=8, ge=1)  # weekly rotations of /var/log/ds01/* kept
+
+
 class Site(Strict):
     name: str
     cpus: int = Field(gt=0)  # the server's capacity: no limit may exceed it
@@ -520,6 +537,7 @@ class Policy(Strict):
     docker: Docker
     schedules: Schedules
     backup: Backup | None = None  # issue 12: none = no backups (ds01 doctor warns)
+    maintenance: Maintenance = Maintenance()  # issue 12
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the

@@ -34,7 +34,8 @@ class Busy(Exception):
 
 
 @contextlib.contextmanager
-def locked(path: str = LOCK_FILE) -> Iterator[None]:
+def locked(path: str | None = None) -> Iterator[None]:
+    path = path or LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -46,7 +47,8 @@ def locked(path: str = LOCK_FILE) -> Iterator[None]:
         os.close(fd)
 
 
-def read_status(path: Path = STATUS_FILE) -> dict:
+def read_status(path: Path | None = None) -> dict:
+    path = path or STATUS_FILE
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -54,9 +56,10 @@ def read_status(path: Path = STATUS_FILE) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _update_status(section: str, values: dict, path: Path = STATUS_FILE) -> dict:
+def _update_status(section: str, values: dict, path: Path | None = None) -> dict:
     """Merge ``values`` into ``section`` of the status file, atomically; a
     failure keeps the section's last success."""
+    path = path or STATUS_FILE
     status = read_status(path)
     merged = {**status.get(section, {}), **values}
     status[section] = merged
@@ -69,12 +72,13 @@ def _update_status(section: str, values: dict, path: Path = STATUS_FILE) -> dict
     return merged
 
 
-def stage_database(db: str, staging: str = restic.STAGING) -> str | None:
+def stage_database(db: str, staging: str | None = None) -> str | None:
     """A consistent copy of the SQLite database ``db`` in ``staging`` through
     SQLite's online backup (writers may go on meanwhile); None if there is no
     database yet."""
     if not os.path.exists(db):
         return None
+    staging = staging or restic.STAGING
     os.makedirs(staging, mode=0o700, exist_ok=True)
     dest = os.path.join(staging, os.path.basename(db))
     tmp = dest + ".tmp"

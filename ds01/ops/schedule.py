@@ -37,6 +37,11 @@ CRON_JOBS: dict[str, tuple[str, str]] = {
     "backup": ("ds01 backup run", "restic backup, then forget --prune"),
     "backup_check": ("ds01 backup check", "restic check of a data subset"),
     "restore_drill": ("ds01 backup drill", "restore a sample and compare"),
+    "security_upgrades": ("ds01 maintenance upgrade", "unattended security upgrades, no reboot"),
+    "autoclean": ("apt-get -q autoclean", "obsolete downloaded packages"),
+    "fstrim": ("fstrim --all --quiet-unsupported", "discard unused blocks"),
+    "logrotate": ("logrotate /etc/logrotate.conf", "rotate logs, /var/log/ds01/* included"),
+    "doctor": ("ds01 doctor --quiet", "the daily self-check"),
 }
 BACKUP_JOBS = {"backup", "backup_check", "restore_drill"}
 RECONCILER = ("gpu_reconcile", "ds01-gpu-reconcile.timer")
@@ -143,13 +148,16 @@ def _cmd(args: argparse.Namespace) -> int:
 
     policy = load_or_exit(args.policy)
     rows = entries(policy, time.time())
-    holds = maintenance.holds()
+    holds, held = maintenance.holds(), maintenance.held_patterns(policy)
     if args.json:
-        print(json.dumps({"jobs": [asdict(e) for e in rows], "holds": holds}, indent=1))
+        print(json.dumps({"jobs": [asdict(e) for e in rows], "holds": holds,
+                          "held_from_upgrades": held}, indent=1))  # fmt: skip
     else:
         print(render(rows))
-        print("\npackage holds (apt-mark showhold; kept back from upgrades): "
-              + (", ".join(holds) if holds else "none"))  # fmt: skip
+        print("\nheld back from security upgrades (maintenance.allow_upgrades lets through): "
+              + ("; ".join(f"{g} ({', '.join(x + '*' for x in p)})" for g, p in held.items())
+               or "nothing"))
+        print("package holds (apt-mark showhold): " + (", ".join(holds) if holds else "none"))
     bad = [e for e in rows if e.result == "failed" or not e.installed]
     for e in bad:
         print(f"{e.key}: {'not installed' if not e.installed else 'last run failed'}; "
