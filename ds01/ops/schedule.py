@@ -110,6 +110,8 @@ def entries(policy: Policy, now: float, records: dict[str, jobs.JobRecord] | Non
         rec = records.get(key)
         if key == RECONCILER[0]:
             installed, nxt = timer(RECONCILER[1])
+            if installed and nxt is None:  # a monotonic timer: due an interval after its last run
+                nxt = (rec["finished"] if rec else now) + policy.gpu.reconcile_interval
             command, what, unit = "ds01 gpu reconcile", "GPU reconciler, idle reaper", RECONCILER[1]
         else:
             command, what = CRON_JOBS[key]
