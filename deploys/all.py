@@ -13,4 +13,6 @@ local.include("deploys/slices.py")
 local.include("deploys/gpu.py")
 local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
-local.include("deploys/users.py")  # last: new-user hooks need storage and slices
+local.include("deploys/users.py")  # new-user hooks need storage and slices
+local.include("deploys/backup.py")  # issue 12: restic, only with a backup section
+local.include("deploys/maintenance.py")  # upgrades, logs, the daily doctor

@@ -21,14 +21,19 @@ COMMAND_MODULES = (
     "ds01.gpu.usage_cli",
     "ds01.docker.cli",
     "ds01.jobs",
+    "ds01.backup.cli",
+    "ds01.ops.schedule",
+    "ds01.events",
+    "ds01.ops.maintenance",
+    "ds01.ops.doctor",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
-    ("for everyone", ("limits", "container", "gpu", "usage", "storage")),
-    ("for admins", ("users", "config", "images", "admin-guard")),
-    ("run by the system", ("docker", "job")),
+    ("for everyone", ("limits", "container", "gpu", "usage", "storage", "events")),
+    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule", "doctor")),
+    ("run by the system", ("docker", "job", "maintenance")),
 )
 
 

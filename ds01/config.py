@@ -472,6 +472,82 @@ class Schedules(Strict):
     image_prune: Cron
     container_cleanup: Cron = "20 * * * *"  # stopped containers past remove_stopped_after
     usage_report: Cron = "30 0 1 * *"  # issue 11: last month's GPU usage, /var/lib/ds01/reports
+    # issue 12: backups and their checks (run only where the policy has a backup section)
+    backup: Cron = "15 2 * * *"
+    backup_check: Cron = "45 4 * * 0"  # restic check --read-data-subset (backup.check_subset)
+    restore_drill: Cron = "0 5 1 * *"  # restores a sample of the latest snapshot and compares
+    # issue 12: maintenance, logs and the daily self-check (deploys/maintenance.py)
+    security_upgrades: Cron = "0 3 * * *"  # apt-get update, then unattended-upgrade
+    autoclean: Cron = "30 5 * * 0"  # apt-get autoclean
+    fstrim: Cron = "0 6 * * 0"  # fstrim --all on the filesystems that support it
+    logrotate: Cron = "0 0 * * *"
+    doctor: Cron = "0 7 * * *"  # ds01 doctor --quiet: its result is the job's
+
+
+# --------------------------------------------------------------------------
+# issue 12: backups (restic; ds01/backup/, deploys/backup.py)
+# --------------------------------------------------------------------------
+
+
+def _repository(v: str) -> str:
+    if v.startswith("/"):
+        return _abs_path(v)
+    if not re.fullmatch(r"(sftp|rest|s3|b2|azure|gs|swift|rclone):\S+", v):
+        raise ValueError(f"{v!r}: a restic repository is an absolute path or a URL such as "
+                         "'sftp:backup@host:/srv/restic', 'rest:https://host:8000/ds01', 's3:...'")
+    if re.search(r"://[^/@]*:[^/@]*@", v):
+        raise ValueError("the repository URL holds a password: put it in backup.env_file")
+    return v
+
+
+class BackupRetention(Strict):
+    """`restic forget --prune` after each backup keeps this many of each."""
+
+    keep_daily: int = Field(ge=0)
+    keep_weekly: int = Field(ge=0)
+    keep_monthly: int = Field(ge=0)
+
+
+class BackupSources(Strict):
+    """What is backed up; the allocator database always goes in through
+    SQLite's online backup (a consistent copy), never as the live file."""
+
+    homes: bool = True
+    shared_areas: bool = True  # every storage area except the scratch
+    docker_volumes: bool = True  # /var/lib/docker/volumes
+    etc_ds01: bool = True
+    state: bool = True  # /var/lib/ds01 (job records, reports, notices, allocator copy)
+    configs: list[AbsPath] = [  # what the deploys render outside /etc/ds01
+        "/etc/cron.d", "/etc/systemd/system", "/etc/sudoers.d", "/etc/profile.d",
+        "/etc/modprobe.d", "/etc/docker", "/etc/sssd", "/etc/security/limits.d",
+    ]  # fmt: skip
+    extra: list[AbsPath] = []
+
+
+class Backup(Strict):
+    enabled: bool = True
+    repository: Annotated[str, AfterValidator(_repository)]
+    password_file: AbsPath = "/etc/ds01/backup/password"  # root 0600; created if absent
+    env_file: AbsPath | None = None  # root 0600: AWS_ACCESS_KEY_ID=..., RESTIC_REST_PASSWORD=...
+    sources: BackupSources = BackupSources()
+    exclude: list[str] = [".cache", "__pycache__", "node_modules"]
+    exclude_if_present: list[str] = [".ds01-nobackup"]  # a user's mark: skip this directory
+    exclude_caches: bool = True  # directories with a CACHEDIR.TAG
+    retention: BackupRetention
+    check_subset: Annotated[str, Field(pattern=r"^([0-9]{1,2}(\.[0-9]+)?%|[0-9]+/[0-9]+)$")] = "5%"
+    drill_sample: int = Field(default=20, ge=1)  # files the monthly restore drill checks
+    max_age: Duration = 2 * 86400  # older last success: ds01 doctor and the exporter warn
+
+
+class Maintenance(Strict):
+    """Unattended security upgrades (never a reboot) and the logs' limits."""
+
+    security_upgrades: bool = True
+    # held back from automatic upgrades unless named here (ds01/ops/maintenance.py HELD)
+    allow_upgrades: list[Literal["nvidia", "docker", "kernel"]] = []
+    journald_max_use: Size = 1 << 30  # SystemMaxUse
+    journald_max_retention: Duration = 30 * 86400  # MaxRetentionSec
+    logs_keep: int = Field(default=8, ge=1)  # weekly rotations of /var/log/ds01/* kept
 
 
 class Site(Strict):
@@ -490,6 +566,8 @@ class Policy(Strict):
     gpu: Gpu
     docker: Docker
     schedules: Schedules
+    backup: Backup | None = None  # issue 12: none = no backups (ds01 doctor warns)
+    maintenance: Maintenance = Maintenance()  # issue 12
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the

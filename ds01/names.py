@@ -63,3 +63,9 @@ def slice_cgroup_path(slice_name: str) -> str:
     stem = slice_name.removesuffix(".slice")
     parts = stem.split("-")
     return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def cron_file(job: str) -> str:
+    """The cron file of a scheduled job (its key in the policy's ``schedules``):
+    ``cron_file("users_sync") == "/etc/cron.d/ds01-users-sync"``."""
+    return f"/etc/cron.d/{PREFIX}-{job.replace('_', '-')}"

@@ -16,6 +16,7 @@ import pwd
 import time
 from dataclasses import dataclass
 
+from ds01 import events
 from ds01.config import Policy
 from ds01.docker.policy import OWNER, ROLE
 from ds01.docker.prune import parse_docker_time
@@ -111,6 +112,8 @@ def cleanup(
                 api.remove_container(c.id, v=False, force=False)
             except Exception as e:
                 errors.append(f"{c.name}: {getattr(e, 'explanation', None) or e}")
+            else:
+                events.emit("container_removed", user=c.owner, container=c.name, role=c.role)
         if notice_dir and os.path.isdir(notice_dir):
             write_notices(p, notice_dir)
     return p, errors

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ds01 import events
 from ds01.config import Policy
 from ds01.docker.policy import OWNER
 
@@ -95,4 +96,7 @@ def prune(
                     api.remove_image(ref, force=False, noprune=False)
                 except Exception as e:  # in use since the plan, or already gone: keep going
                     errors.append(f"{ref}: {getattr(e, 'explanation', None) or e}")
+                else:
+                    events.emit("image_prune", image=ref, owner=r.image.labels.get(OWNER),
+                                reason=r.reason)  # fmt: skip
     return removals, errors

@@ -30,6 +30,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 
+from ds01 import events
 from ds01.config import Policy
 from ds01.docker import http, schema
 from ds01.docker import policy as rules
@@ -266,6 +267,7 @@ class AccessService:
         }
         if deny is not None:
             rec["status"], rec["message"] = deny
+            events.emit("docker_refused", **rec)
         (log.info if allow is not None else log.warning)("decision %s", json.dumps(rec))
 
     async def decide(self, req: Request, caller: Caller, parsed: ParsedRequest) -> rules.Decision:

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ds01 import events
 from ds01.gpu.allocator import Allocator, Assignment, ReaperState, describe, when
 from ds01.gpu.containers import ContainerInfo, Containers
 from ds01.gpu.layout import Layout
@@ -221,6 +222,7 @@ def reap(
             report.warned.append(a.container)
         else:
             containers.stop(info.id, message)
+            events.emit("gpu_reap", user=a.user, container=a.container, reason=message)
             alloc.release(a.container, stopped_at=now, hold=False)
             notify(a.user, message)
             report.stopped.append(a.container)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypedDict
 
+from ds01 import events
 from ds01.gpu.results import GpuError
 
 SCHEMA_VERSION = 3  # 2: index events_at (retention); 3: leases, waits, layout_drains
@@ -219,6 +220,7 @@ class Store:
         self.path = path
         self.clock = clock
         self.after_commit = after_commit
+        self._pending: list[dict] = []  # this transaction's events, mirrored once committed
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         for name in (path, path + "-wal", path + "-shm"):
@@ -274,13 +276,20 @@ class Store:
                 raise
             except BaseException:
                 self.db.execute("ROLLBACK")
+                self._pending.clear()
                 raise
             self._commit(changes)
 
     def _commit(self, changes_before: int) -> None:
         changed = self.db.total_changes != changes_before
         self.db.execute("COMMIT")
+        self._commit_events()
         self.after_commit(changed)
+
+    def _commit_events(self) -> None:
+        pending, self._pending = self._pending, []
+        for ev in pending:  # the platform's event log (issue 12) sees only what was committed
+            events.emit("gpu_" + ev.pop("what").replace(" ", "_"), **ev)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -303,3 +312,7 @@ class Store:
             "INSERT INTO events(at, what, container, user, unit, detail) VALUES (?,?,?,?,?,?)",
             (self.clock(), what, container, user, unit, detail),
         )
+        ev = {"what": what, "container": container, "user": user, "unit": unit, "detail": detail}
+        self._pending.append({k: v for k, v in ev.items() if v is not None})
+        if not self.db.in_transaction:  # autocommit: already committed
+            self._commit_events()

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ds01 import events
 from ds01.config import Policy
 
 DROPIN = "/etc/sudoers.d/ds01-admin"
@@ -87,6 +88,7 @@ def problems(policy: Policy, path: str = DROPIN) -> list[str]:
 
 def _loud(msg: str) -> None:
     print(f"ds01 admin-guard: {msg}", file=sys.stderr)
+    events.emit("guard_alert", message=msg)
     subprocess.run(["logger", "-p", "auth.crit", "-t", "ds01-admin-guard", msg], check=False)
     try:
         Path(LOG_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ds01 import hooks
+from ds01 import events, hooks
 from ds01.config import Policy
 from ds01.identity.classify import Decision, classify_all, linux_name, plain
 from ds01.identity.local import managed_groups
@@ -260,6 +260,10 @@ def apply(
     for cmd in membership_commands(p):
         run(cmd)
     log.write(lines + [str(c) for c in p.changes])  # before the hooks, which may be slow
+    if p.refused:
+        events.emit("sync_refused", reason=p.refused, withheld=[str(c) for c in p.withheld])
+    for c in p.changes:
+        events.emit("membership", user=c.user, action=c.action, group=c.group, reason=c.reason)
     failures = []
     done: dict[str, str] = {}
     for name, role in p.new_users:
@@ -273,6 +277,7 @@ def apply(
         if not errs:
             done[name] = role
             log.write([f"new user {name} ({role}): set up"])
+            events.emit("new_user", user=name, role=role)
     roles = {n: d.role for n, d in p.decisions.items() if d.role}
     known = {n: r for n, r in roles.items() if state.known.get(n) == r or n in done}
     known.update({n: r for n, r in state.known.items() if n not in roles and p.refused})

@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ds01 import events
 from ds01.config import Area
 
 NOTICE_DIR = "/var/lib/ds01/scratch-notices"
@@ -177,9 +178,15 @@ def purge(area: Area, now: float | None = None, dry_run: bool = False) -> Report
     if area.kind != "scratch" or area.purge is None:
         raise ValueError(f"{area.path} is not a scratch area with a purge policy")
     p = area.purge
-    return Purger(
+    report = Purger(
         area.path, p.after, p.warn_before, time.time() if now is None else now, dry_run
     ).run()
+    if not dry_run:
+        for user, t in report.users.items():
+            if t.removed_files or t.removed_dirs:
+                events.emit("scratch_purge", user=user, area=area.path, files=t.removed_files,
+                            bytes=t.removed_bytes, dirs=t.removed_dirs)  # fmt: skip
+    return report
 
 
 def human(n: float) -> str:

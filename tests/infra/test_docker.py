@@ -149,7 +149,8 @@ def test_nvidia_device_permissions_are_configured(vm):
 
 def test_image_prune_is_scheduled(vm):
     cron = vm.file("/etc/cron.d/ds01-image-prune").content_string
-    assert f"{POLICY['schedules']['image_prune']} root /usr/local/bin/ds01 images prune" in cron
+    assert (f"{POLICY['schedules']['image_prune']} root /usr/local/bin/ds01 job run image_prune"
+            " -- /usr/local/bin/ds01 images prune") in cron
     out = vm.check_output("ds01 images prune --dry-run")
     assert "image prune:" in out and IMG not in out  # fresh images are kept
 

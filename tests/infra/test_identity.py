@@ -145,7 +145,7 @@ def test_cron_jobs_are_installed(vm):
     for job, unit in (("users_sync", "ds01-users-sync"), ("users_report", "ds01-users-report"),
                       ("admin_guard", "ds01-admin-guard")):  # fmt: skip
         text = vm.file(f"/etc/cron.d/{unit}").content_string
-        assert f"{getattr(policy.schedules, job)} root /usr/local/bin/ds01" in text
+        assert f"{getattr(policy.schedules, job)} root /usr/local/bin/ds01 job run {job} -- " in text
 
 
 def test_report_runs_and_names_the_homes(vm):

@@ -127,7 +127,8 @@ def test_purge_is_scheduled_from_the_policy(vm):
     cron = vm.file("/etc/cron.d/ds01-scratch-purge")
     assert cron.mode == 0o644
     assert (
-        f"{POLICY.schedules.scratch_purge} root /usr/local/bin/ds01 storage purge"
+        f"{POLICY.schedules.scratch_purge} root /usr/local/bin/ds01 job run scratch_purge"
+        " -- /usr/local/bin/ds01 storage purge"
         in cron.content_string
     )
 

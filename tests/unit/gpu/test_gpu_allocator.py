@@ -402,3 +402,25 @@ def test_status_of_every_unit(alloc):
     assert len(rows) == 10
     held = [r for r in rows if r.state == "allocated"]
     assert [(r.user, r.holder, r.unit.kind) for r in held] == [("123456", "c1", "3g.20gb")]
+
+
+def test_committed_decisions_are_mirrored_in_the_event_log(alloc):
+    """issue 12: the allocator's events reach ds01.events once committed."""
+    from ds01 import events
+
+    alloc.assign("c1", "123456", "student")
+    evs = [e for e in events.read(events.EVENTS_FILE) if e["kind"].startswith("gpu_")]
+    kinds = [e["kind"] for e in evs]
+    assert "gpu_unit_added" in kinds  # the layout's units, as the allocator's own log says
+    assert kinds[-1] == "gpu_assigned"
+    assert all(e.get("user") == "123456" for e in evs if e["kind"] == "gpu_assigned")
+
+
+def test_rolled_back_decisions_leave_no_event(alloc):
+    from ds01 import events
+
+    with pytest.raises(RuntimeError):
+        with alloc.store.tx():
+            alloc.store.event("assigned", container="ghost", user="x")
+            raise RuntimeError("crash midway")
+    assert not [e for e in events.read(events.EVENTS_FILE) if e.get("container") == "ghost"]

@@ -52,7 +52,7 @@ def test_units_carry_the_policy_values(policy):
     gpu = policy.gpu
     service = render("ds01-gpu-reconcile.service.j2", state_dir=gpu.state_dir,
                      runtime_dir=gpu.runtime_dir, timeout=60)  # fmt: skip
-    assert "ExecStart=/usr/local/bin/ds01 gpu reconcile" in service
+    assert "ExecStart=/usr/local/bin/ds01 job run gpu_reconcile -- /usr/local/bin/ds01 gpu reconcile" in service
     assert f"ReadWritePaths={gpu.state_dir} {gpu.runtime_dir}" in service
     timer = render("ds01-gpu-reconcile.timer.j2", interval=gpu.reconcile_interval)
     assert f"OnUnitActiveSec={gpu.reconcile_interval}s" in timer

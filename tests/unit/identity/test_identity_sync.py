@@ -154,6 +154,12 @@ def test_apply_runs_commands_hooks_logs_and_saves_state(pol, monkeypatch, tmp_pa
         "directory_users": 2,
         "known": {"123456@example.lan": "student", "j.doe@example.lan": "researcher"},
     }
+    from ds01 import events
+
+    evs = list(events.read(events.EVENTS_FILE))
+    added = {(e["user"], e["group"]) for e in evs if e["kind"] == "membership"}
+    assert ("j.doe@example.lan", "ds01-researcher") in added
+    assert {e["user"] for e in evs if e["kind"] == "new_user"} == set(names("123456", "j.doe"))
 
 
 def test_failed_hook_is_retried_next_time(pol, monkeypatch, tmp_path):

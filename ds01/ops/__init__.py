@@ -1,0 +1,2 @@
+"""Operations of the running server: the schedule (``schedule.py``), its
+self-check (``doctor.py``) and maintenance."""
