@@ -450,6 +450,66 @@ class Site(Strict):
     memory: Size
 
 
+# --------------------------------------------------------------------------
+# Monitoring (issue 13): Prometheus, node exporter, Alertmanager, the exporter
+# --------------------------------------------------------------------------
+
+
+class MonitoringPorts(Strict):
+    prometheus: int = Field(default=9090, ge=1, le=65535)
+    alertmanager: int = Field(default=9093, ge=1, le=65535)
+    node_exporter: int = Field(default=9100, ge=1, le=65535)
+    exporter: int = Field(default=9901, ge=1, le=65535)  # the DS01 exporter
+
+
+class EmailReceiver(Strict):
+    """Alerts by e-mail (Alertmanager's email_config)."""
+
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    smarthost: str = Field(pattern=r"^[A-Za-z0-9.-]+:\d+$")  # host:port of the mail relay
+    username: str | None = None
+    # Root-only file with the relay password (group prometheus may read it).
+    password_file: AbsPath | None = None
+    require_tls: bool = True
+
+
+class WebhookReceiver(Strict):
+    """Alerts as JSON POSTs (Alertmanager's webhook_config)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    bearer_token_file: AbsPath | None = None  # root-only file with the token
+
+
+class AlertThresholds(Strict):
+    """When the alert rules fire (the GPU idle rule is each role's ``idle``)."""
+
+    queue_wait: Duration = 3600  # the queue's oldest entry has waited this long
+    job_late_after: Duration = 2 * 86400  # no success of a scheduled job for this long
+    job_late: dict[Name, Duration] = {}  # per job key, overriding job_late_after
+    sync_stale_after: Duration = 3 * 3600  # no successful directory sync for this long
+    oom_kills: int = Field(default=3, ge=1)  # OOM kills of one user's containers...
+    oom_window: Duration = 3600  # ...within this window
+    filesystem_full_percent: int = Field(default=90, ge=1, le=100)
+    quota_full_percent: int = Field(default=90, ge=1, le=100)
+    service_down_for: Duration = 120  # a DS01 service or target down this long
+
+
+class Monitoring(Strict):
+    """Prometheus, node exporter and Alertmanager (Debian's) and the DS01 exporter."""
+
+    enabled: bool = True
+    # Every component listens here; reach them through an SSH tunnel (docs/monitoring.md).
+    listen_address: str = Field(default="127.0.0.1", pattern=r"^[0-9a-fA-F.:]+$")
+    retention: Duration = 30 * 86400
+    scrape_interval: Duration = 30
+    evaluation_interval: Duration = 30
+    ports: MonitoringPorts = MonitoringPorts()
+    alerts: AlertThresholds = AlertThresholds()
+    email: EmailReceiver | None = None
+    webhook: WebhookReceiver | None = None
+
+
 class Policy(Strict):
     version: Literal[1]
     site: Site
@@ -460,6 +520,7 @@ class Policy(Strict):
     gpu: Gpu
     docker: Docker
     schedules: Schedules
+    monitoring: Monitoring = Monitoring()
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the
