@@ -14,3 +14,4 @@ local.include("deploys/gpu.py")
 local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # last: new-user hooks need storage and slices
+local.include("deploys/monitoring.py")  # last: watches what the others set up

@@ -498,12 +498,12 @@ class AlertThresholds(Strict):
 class Monitoring(Strict):
     """Prometheus, node exporter and Alertmanager (Debian's) and the DS01 exporter."""
 
-    enabled: bool = True
     # Every component listens here; reach them through an SSH tunnel (docs/monitoring.md).
     listen_address: str = Field(default="127.0.0.1", pattern=r"^[0-9a-fA-F.:]+$")
     retention: Duration = 30 * 86400
     scrape_interval: Duration = 30
     evaluation_interval: Duration = 30
+    storage_interval: Duration = 900  # how often storage use per user is measured (repquota)
     ports: MonitoringPorts = MonitoringPorts()
     alerts: AlertThresholds = AlertThresholds()
     email: EmailReceiver | None = None
