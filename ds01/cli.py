@@ -21,12 +21,13 @@ COMMAND_MODULES = (
     "ds01.docker.cli",
     "ds01.jobs",
     "ds01.monitoring.exporter",
+    "ds01.monitoring.status",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
-    ("for everyone", ("limits", "container", "gpu", "storage")),
+    ("for everyone", ("status", "limits", "container", "gpu", "storage")),
     ("for admins", ("users", "config", "images", "admin-guard", "monitoring")),
     ("run by the system", ("docker", "job")),
 )
