@@ -192,6 +192,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_policy_option(p)
     p.add_argument("--dir", default=TEXTFILE_DIR, help="textfile directory (default: %(default)s)")
     p.set_defaults(func=cmd_storage_textfile)
+    p = msub.add_parser("dashboards", help="write the Grafana dashboards the policy gives")
+    add_policy_option(p)
+    p.add_argument("--out", required=True, help="directory for the dashboard JSON files")
+    p.set_defaults(func=cmd_dashboards)
     p = msub.add_parser("rules", help="print the alert rules the policy gives")
     add_policy_option(p)
     p.set_defaults(func=cmd_rules)
@@ -223,4 +227,16 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from ds01.monitoring.render import rules_yaml
 
     sys.stdout.write(rules_yaml(load_or_exit(args.policy)))
+    return 0
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from ds01.monitoring.dashboards import dashboards
+
+    os.makedirs(args.out, exist_ok=True)
+    for name, model in dashboards(load_or_exit(args.policy)).items():
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(model, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print(f"{args.out}/{name}: {len(model['panels'])} panels")
     return 0

@@ -152,3 +152,33 @@ def test_a_failing_job_raises_the_alert_and_a_success_resolves_it(vm):
         wait_for("Ds01JobFailed resolved", lambda: not firing(vm, "Ds01JobFailed", job=key), ALERT_WITHIN)
     finally:
         vm.run(f"rm -f /var/lib/ds01/jobs/{key}.json")
+
+
+def test_every_dashboard_panel_has_data(vm, two_users_containers):
+    """No dead panels: each panel's query of the dashboards generated from the
+    VM policy returns at least one series from the VM's Prometheus (while a
+    GPU is held; the storage timer has run, so a job record exists)."""
+    from ds01.config import load_policy
+    from ds01.monitoring import dashboards
+
+    vm.check_output("systemctl start ds01-storage-metrics.service")
+    wait_for("the student's GPU lease", lambda: query(vm, f'ds01_gpu_leases{{user="{S1}"}}'))
+    wait_for("a job record", lambda: query(vm, "ds01_job_last_failed"))
+    boards = dashboards.dashboards(load_policy(REPO / "tests/vm/policy.yaml"))
+    dead = []
+    for name, board in boards.items():
+        assert dashboards.check(board) == [], name
+        for title, expr in dashboards.panel_queries(board):
+            # rate() over 5m needs two scrapes in the window: give it a little time
+            if not wait_for_or_none(lambda e=expr: query(vm, e), 30):
+                dead.append(f"{name}: {title}: {expr}")
+    assert dead == []
+
+
+def wait_for_or_none(check, timeout: float):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if got := check():
+            return got
+        time.sleep(2)
+    return None
