@@ -184,7 +184,7 @@ def rules(policy: Policy) -> dict:
                "change the MIG layout"),
         _alert("Ds01DirectorySyncRefused", f'ds01_job_last_failed{{job="{SYNC_JOB}"}} == 1', 0,
                "critical", "the directory sync failed or refused to remove users",
-               "read /var/log/ds01 sync log; `ds01 users sync --dry` shows the plan; a refusal "
+               "read /var/log/ds01 sync log; `ds01 users sync --dry-run` shows the plan; a refusal "
                "means the directory shrank by more than identity.sync.max_drop_fraction"),
         _alert("Ds01DirectorySyncStale",
                f'time() - ds01_job_last_success_timestamp_seconds{{job="{SYNC_JOB}"}} > {a.sync_stale_after}',
