@@ -4,19 +4,21 @@ the policy says otherwise; reach them through an SSH tunnel, docs/monitoring.md)
 
 Policy: the ``monitoring`` section (addresses, ports, retention, intervals,
 alert thresholds, receivers) and each role's ``idle`` rule (the GPU idle
-alert). Every file is rendered by ds01/monitoring/render.py; the exporter is
+alert). Every file is rendered by ds01/monitoring/render.py (the Grafana
+dashboards, when ``monitoring.grafana.enabled``, by dashboards.py); the exporter is
 ``ds01 monitoring exporter``. Receiver secrets stay in the root-only files the
 policy names (group prometheus may read them); the deploy never sees them.
 """
 
 import hashlib
+import json
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.operations import apt, files, server, systemd
 
 from deploys._support import REPO, apt_packages, wheelhouse
-from ds01.monitoring import render
+from ds01.monitoring import dashboards, render
 from facts.python import PythonVersion
 
 TEMPLATES = REPO / "templates/monitoring"
@@ -106,3 +108,31 @@ systemd.service(name="Storage metrics timer running", service="ds01-storage-metr
                 running=True, enabled=True,
                 daemon_reload=storage_service.will_change or storage_timer.will_change,
                 restarted=storage_timer.will_change)  # fmt: skip
+
+# Grafana (optional, off by default): from the apt repository the policy names
+grafana = mon.grafana
+if grafana.enabled:
+    keyring = "/etc/apt/keyrings/ds01-grafana.asc"
+    files.download(name="Grafana's signing key", src=grafana.signing_key_url, dest=keyring,
+                   user="root", group="root", mode="0644")  # fmt: skip
+    repo = apt.repo(name="Grafana's apt repository", filename="ds01-grafana",
+                    src=f"deb [signed-by={keyring}] {grafana.apt_repository}")  # fmt: skip
+    apt.packages(name="Grafana", packages=["grafana"], update=repo.will_change)
+    files.directory(name=f"Dashboards {dashboards.DASHBOARD_DIR}", path=dashboards.DASHBOARD_DIR,
+                    user="root", group="root", mode="0755")  # fmt: skip
+    for file_name, model in dashboards.dashboards(policy).items():
+        put(f"Dashboard {file_name}", json.dumps(model, indent=2, sort_keys=True) + "\n",
+            f"{dashboards.DASHBOARD_DIR}/{file_name}")  # fmt: skip
+    provisioned = [
+        put("Grafana data source: the DS01 Prometheus", dashboards.datasource_yaml(policy),
+            "/etc/grafana/provisioning/datasources/ds01.yaml", group="grafana", mode="0640"),
+        put("Grafana dashboard provider: DS01", dashboards.provider_yaml(),
+            "/etc/grafana/provisioning/dashboards/ds01.yaml", group="grafana", mode="0640"),
+        put(f"Grafana listens on {render.address(mon, grafana.port)} (systemd drop-in)",
+            dashboards.grafana_dropin(policy),
+            "/etc/systemd/system/grafana-server.service.d/ds01.conf"),
+    ]  # fmt: skip
+    systemd.service(name="Grafana running", service="grafana-server.service",
+                    running=True, enabled=True,
+                    daemon_reload=provisioned[2].will_change,
+                    restarted=any(op.will_change for op in provisioned))  # fmt: skip

@@ -495,6 +495,26 @@ class AlertThresholds(Strict):
     service_down_for: Duration = 120  # a DS01 service or target down this long
 
 
+class Grafana(Strict):
+    """Grafana is not in Debian: with ``enabled`` the deploy adds Grafana's own
+    apt repository, which the policy must name (no default is built in)."""
+
+    enabled: bool = False
+    # The rest of the sources.list line after the URL's "deb": "URL SUITE COMPONENT".
+    apt_repository: str | None = Field(default=None, pattern=r"^https://\S+ \S+ \S+$")
+    signing_key_url: str | None = Field(default=None, pattern=r"^https://\S+$")
+    port: int = Field(default=3000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _source_given(self) -> Grafana:
+        if self.enabled and (self.apt_repository is None or self.signing_key_url is None):
+            raise ValueError(
+                "enabled needs apt_repository and signing_key_url: Grafana comes from its "
+                "vendor's apt repository, which the policy must name"
+            )
+        return self
+
+
 class Monitoring(Strict):
     """Prometheus, node exporter and Alertmanager (Debian's) and the DS01 exporter."""
 
@@ -508,6 +528,7 @@ class Monitoring(Strict):
     alerts: AlertThresholds = AlertThresholds()
     email: EmailReceiver | None = None
     webhook: WebhookReceiver | None = None
+    grafana: Grafana = Grafana()
 
 
 class Policy(Strict):

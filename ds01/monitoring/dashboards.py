@@ -149,3 +149,11 @@ def provider_yaml() -> str:
         "providers": [{"name": "ds01", "folder": "DS01", "type": "file", "disableDeletion": True,
                        "allowUiUpdates": False, "options": {"path": DASHBOARD_DIR}}],
     }, indent=2) + "\n"  # fmt: skip
+
+
+def grafana_dropin(policy: Policy) -> str:
+    """grafana-server's listen address from the policy (Grafana reads GF_* settings)."""
+    mon = policy.monitoring
+    return (HEADER + "[Service]\n"
+            f"Environment=GF_SERVER_HTTP_ADDR={mon.listen_address}\n"
+            f"Environment=GF_SERVER_HTTP_PORT={mon.grafana.port}\n")  # fmt: skip

@@ -172,3 +172,26 @@ def test_every_alert_has_a_case_and_a_runbook(policy):
     assert alerts == {c[0] for c in CASES}
     for r in render.rules(policy)["groups"][0]["rules"]:
         assert r["annotations"]["runbook"] and r["annotations"]["summary"]
+
+
+def test_grafana_needs_its_repository_named(tmp_path):
+    from ds01.config import PolicyError
+
+    text = (REPO / "config/resource-allocation.yaml").read_text()
+    bad = tmp_path / "p.yaml"
+    bad.write_text(text + "\nmonitoring:\n  grafana: {enabled: true}\n")
+    with pytest.raises(PolicyError) as e:
+        load_policy(bad)
+    (problem,) = e.value.problems
+    assert problem.path == "monitoring.grafana" and "apt_repository and signing_key_url" in problem.message
+    assert problem.line == len(text.splitlines()) + 3
+
+
+def test_the_commented_example_in_the_policy_is_valid(tmp_path):
+    text = (REPO / "config/resource-allocation.yaml").read_text()
+    example = text.split("\n# monitoring:\n", 1)[1]
+    lines = ["monitoring:"] + [ln[2:] for ln in example.splitlines() if ln.startswith("#   ")]
+    p = tmp_path / "p.yaml"
+    p.write_text(text + "\n" + "\n".join(lines) + "\n")
+    mon = load_policy(p).monitoring
+    assert mon.alerts.job_late == {"users_sync": 3600} and mon.email is not None and mon.webhook is not None
