@@ -69,6 +69,28 @@ def test_receivers_name_secret_files_never_their_content(policy):
     assert render.secret_files(policy) == []
 
 
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool (Debian: prometheus-alertmanager) missing")
+@pytest.mark.parametrize("receivers", ["none", "both"])
+def test_rendered_alertmanager_config_passes_amtool(policy, tmp_path, receivers):
+    from ds01.config import EmailReceiver, WebhookReceiver
+
+    if receivers == "both":
+        for name in ("smtp", "hook"):
+            (tmp_path / name).write_text("not-a-real-secret\n")
+        policy = with_monitoring(
+            policy,
+            email=EmailReceiver(to="admins@example.lan", sender="ds01@example.lan",
+                                smarthost="mail.example.lan:587", username="ds01",
+                                password_file=str(tmp_path / "smtp")),
+            webhook=WebhookReceiver(url="https://chat.example.lan/hook",
+                                    bearer_token_file=str(tmp_path / "hook")),
+        )  # fmt: skip
+    conf = tmp_path / "alertmanager.yml"
+    conf.write_text(render.alertmanager_yml(policy))
+    out = subprocess.run(["amtool", "check-config", str(conf)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_the_policy_rejects_a_bad_receiver(tmp_path):
     from ds01.config import PolicyError
 
