@@ -206,9 +206,13 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     policy = load_or_exit(args.policy)
     mon = policy.monitoring
     registry = registry_for(Ds01Collector(policy, nvml=nvml_reader()))
+    stop = {signal.SIGTERM, signal.SIGINT}
+    # Blocked before the server thread starts (it inherits the mask): the main
+    # thread receives them in sigwait and the process exits cleanly.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     start_http_server(mon.ports.exporter, addr=mon.listen_address, registry=registry)
     log.info("serving on %s:%d", mon.listen_address, mon.ports.exporter)
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    signal.sigwait(stop)
     return 0
 
 
