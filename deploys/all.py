@@ -16,3 +16,4 @@ local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # new-user hooks need storage and slices
 local.include("deploys/backup.py")  # issue 12: restic, only with a backup section
 local.include("deploys/maintenance.py")  # upgrades, logs, the daily doctor
+local.include("deploys/monitoring.py")  # last: watches what the others set up

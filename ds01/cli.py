@@ -26,13 +26,16 @@ COMMAND_MODULES = (
     "ds01.events",
     "ds01.ops.maintenance",
     "ds01.ops.doctor",
+    "ds01.monitoring.exporter",
+    "ds01.monitoring.status",
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
-    ("for everyone", ("limits", "container", "gpu", "usage", "storage", "events")),
-    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule", "doctor")),
+    ("for everyone", ("status", "limits", "container", "gpu", "usage", "storage", "events")),
+    ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule", "doctor",
+                    "monitoring")),
     ("run by the system", ("docker", "job", "maintenance")),
 )
 

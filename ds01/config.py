@@ -556,6 +556,87 @@ class Site(Strict):
     memory: Size
 
 
+# --------------------------------------------------------------------------
+# Monitoring (issue 13): Prometheus, node exporter, Alertmanager, the exporter
+# --------------------------------------------------------------------------
+
+
+class MonitoringPorts(Strict):
+    prometheus: int = Field(default=9090, ge=1, le=65535)
+    alertmanager: int = Field(default=9093, ge=1, le=65535)
+    node_exporter: int = Field(default=9100, ge=1, le=65535)
+    exporter: int = Field(default=9901, ge=1, le=65535)  # the DS01 exporter
+
+
+class EmailReceiver(Strict):
+    """Alerts by e-mail (Alertmanager's email_config)."""
+
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    smarthost: str = Field(pattern=r"^[A-Za-z0-9.-]+:\d+$")  # host:port of the mail relay
+    username: str | None = None
+    # Root-only file with the relay password (group prometheus may read it).
+    password_file: AbsPath | None = None
+    require_tls: bool = True
+
+
+class WebhookReceiver(Strict):
+    """Alerts as JSON POSTs (Alertmanager's webhook_config)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    bearer_token_file: AbsPath | None = None  # root-only file with the token
+
+
+class AlertThresholds(Strict):
+    """When the alert rules fire (the GPU idle rule is each role's ``idle``)."""
+
+    queue_wait: Duration = 3600  # the queue's oldest entry has waited this long
+    job_late_after: Duration = 2 * 86400  # no success of a scheduled job for this long
+    job_late: dict[Name, Duration] = {}  # per job key, overriding job_late_after
+    sync_stale_after: Duration = 3 * 3600  # no successful directory sync for this long
+    oom_kills: int = Field(default=3, ge=1)  # OOM kills of one user's containers...
+    oom_window: Duration = 3600  # ...within this window
+    filesystem_full_percent: int = Field(default=90, ge=1, le=100)
+    quota_full_percent: int = Field(default=90, ge=1, le=100)
+    service_down_for: Duration = 120  # a DS01 service or target down this long
+
+
+class Grafana(Strict):
+    """Grafana is not in Debian: with ``enabled`` the deploy adds Grafana's own
+    apt repository, which the policy must name (no default is built in)."""
+
+    enabled: bool = False
+    # The rest of the sources.list line after the URL's "deb": "URL SUITE COMPONENT".
+    apt_repository: str | None = Field(default=None, pattern=r"^https://\S+ \S+ \S+$")
+    signing_key_url: str | None = Field(default=None, pattern=r"^https://\S+$")
+    port: int = Field(default=3000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _source_given(self) -> Grafana:
+        if self.enabled and (self.apt_repository is None or self.signing_key_url is None):
+            raise ValueError(
+                "enabled needs apt_repository and signing_key_url: Grafana comes from its "
+                "vendor's apt repository, which the policy must name"
+            )
+        return self
+
+
+class Monitoring(Strict):
+    """Prometheus, node exporter and Alertmanager (Debian's) and the DS01 exporter."""
+
+    # Every component listens here; reach them through an SSH tunnel (docs/monitoring.md).
+    listen_address: str = Field(default="127.0.0.1", pattern=r"^[0-9a-fA-F.:]+$")
+    retention: Duration = 30 * 86400
+    scrape_interval: Duration = 30
+    evaluation_interval: Duration = 30
+    storage_interval: Duration = 900  # how often storage use per user is measured (repquota)
+    ports: MonitoringPorts = MonitoringPorts()
+    alerts: AlertThresholds = AlertThresholds()
+    email: EmailReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    grafana: Grafana = Grafana()
+
+
 class Policy(Strict):
     version: Literal[1]
     site: Site
@@ -568,6 +649,7 @@ class Policy(Strict):
     schedules: Schedules
     backup: Backup | None = None  # issue 12: none = no backups (ds01 doctor warns)
     maintenance: Maintenance = Maintenance()  # issue 12
+    monitoring: Monitoring = Monitoring()
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the

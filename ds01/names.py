@@ -41,6 +41,20 @@ def systemd_escape(text: str) -> str:
     return "".join(out)
 
 
+def systemd_unescape(text: str) -> str:
+    """The inverse of :func:`systemd_escape`: ``j.doe\\x40example.lan`` -> ``j.doe@example.lan``."""
+    raw = bytearray()
+    i = 0
+    while i < len(text):
+        if text.startswith("\\x", i) and len(text) >= i + 4:
+            raw.append(int(text[i + 2 : i + 4], 16))
+            i += 4
+        else:
+            raw.extend(text[i].encode())
+            i += 1
+    return raw.decode(errors="replace")
+
+
 def role_slice(role: str) -> str:
     """Slice of a role: ``ds01-student.slice`` (child of ``ds01.slice``)."""
     return f"{PREFIX}-{systemd_escape(role)}.slice"

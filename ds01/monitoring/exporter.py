@@ -1,0 +1,246 @@
+"""The DS01 exporter service and ``ds01 monitoring`` commands.
+
+``ds01 monitoring exporter`` serves ``/metrics`` on the policy's
+``monitoring.listen_address`` and ``ports.exporter``; it runs as the system
+user ``ds01-exporter`` (deploys/monitoring.py), reads only world-readable
+files and writes nothing. ``ds01 monitoring storage-textfile`` (root, on a
+timer) writes the storage figures, which need ``repquota``, for
+node-exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from ds01.config import Policy
+from ds01.config_cli import add_policy_option, load_or_exit
+from ds01.jobs import JOBS_DIR, read_all
+from ds01.monitoring import collectors
+from ds01.monitoring.collectors import NvmlReader, StorageUse
+
+log = logging.getLogger(__name__)
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+STORAGE_TEXTFILE = "ds01_storage.prom"
+
+
+def read_snapshot(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Ds01Collector:
+    """Everything the exporter serves, read afresh at each scrape.
+
+    + policy: the roles (where the user slices are) and the snapshot's place
+    + cgroup_root, snapshot, jobs_dir: the sources (tests point them at fixtures)
+    + nvml: reads one unit's utilisation and memory; None without NVML
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        cgroup_root: str = collectors.CGROUP_ROOT,
+        snapshot: str | None = None,
+        jobs_dir=JOBS_DIR,
+        nvml: NvmlReader | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        from ds01.gpu.snapshot import snapshot_path
+
+        self.roles = list(policy.roles)
+        self.cgroup_root = cgroup_root
+        self.snapshot = snapshot or snapshot_path(policy)
+        self.jobs_dir = jobs_dir
+        self.nvml = nvml
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        errors = GaugeMetricFamily(
+            "ds01_exporter_collector_errors",
+            "1 if the collector failed at this scrape",
+            labels=["collector"],
+        )
+        role_of: dict[str, str] = {}
+
+        def slices() -> list[Metric]:
+            families, found = collectors.slice_families(self.roles, self.cgroup_root)
+            role_of.update(found)
+            return families
+
+        snap = read_snapshot(self.snapshot)
+        parts = [
+            ("slices", slices),
+            ("gpu", lambda: collectors.gpu_families(snap, self.clock(), role_of)),
+            ("nvml", lambda: collectors.nvml_families((snap or {}).get("units", []), self.nvml)),
+            ("jobs", lambda: collectors.job_families(read_all(self.jobs_dir))),
+        ]
+        for name, part in parts:
+            try:
+                families = part()
+            except Exception:  # one broken source must not blank the others
+                log.exception("collector %s failed", name)
+                errors.add_metric([name], 1)
+                continue
+            errors.add_metric([name], 0)
+            yield from families
+        yield errors
+
+
+def nvml_reader() -> NvmlReader | None:
+    """Per-unit NVML readings where the host has NVML (MIG units report no
+    utilisation: NVML does not measure it per instance)."""
+    from ds01.gpu.nvml import nvml_present
+
+    if not nvml_present():
+        return None
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        log.warning("NVML present but not usable: %s", e)
+        return None
+
+    def read(uuid: str) -> tuple[float | None, int | None]:
+        h = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        try:
+            util: float | None = pynvml.nvmlDeviceGetUtilizationRates(h).gpu
+        except pynvml.NVMLError_NotSupported:
+            util = None
+        return util, pynvml.nvmlDeviceGetMemoryInfo(h).used
+
+    return read
+
+
+def registry_for(collector: Ds01Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def storage_uses(policy: Policy, repquota_csv: str) -> list[StorageUse]:
+    """The quota area's per-user use from ``repquota -u -C -O csv`` output."""
+    from ds01.storage.quota import KIB, parse_repquota_csv, quota_area
+
+    area = quota_area(policy)
+    name = next((n for n, a in policy.storage.areas.items() if a is area), "")
+    return [
+        StorageUse(
+            user=u.name,
+            area=name,
+            used_bytes=u.used_kib * KIB,
+            quota_bytes=u.hard_kib * KIB,
+            files=u.files,
+        )  # fmt: skip
+        for u in parse_repquota_csv(repquota_csv).values()
+        if not u.name.isdigit() and u.name != "root"
+    ]
+
+
+class _Families:
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def write_storage_textfile(policy: Policy, directory: str = TEXTFILE_DIR) -> int:
+    """Run repquota and write the storage figures for the textfile collector
+    (atomically: node-exporter never reads half a file). Returns the users."""
+    fs = policy.storage.quota_filesystem
+    uses: list[StorageUse] = []
+    if fs is not None:
+        proc = subprocess.run(["repquota", "-u", "-C", "-O", "csv", fs],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        uses = storage_uses(policy, proc.stdout)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(collectors.storage_families(uses)))
+    write_to_textfile(os.path.join(directory, STORAGE_TEXTFILE), registry)
+    os.chmod(os.path.join(directory, STORAGE_TEXTFILE), 0o644)
+    return len(uses)
+
+
+# --------------------------------------------------------------------------
+# The commands
+# --------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    mon = sub.add_parser("monitoring", help="the DS01 exporter and monitoring files")
+    msub = mon.add_subparsers(dest="monitoring_command", metavar="ACTION", required=True)
+    p = msub.add_parser("exporter", help="serve the DS01 metrics (the ds01-exporter service)")
+    add_policy_option(p)
+    p.set_defaults(func=cmd_exporter)
+    p = msub.add_parser("storage-textfile", help="write storage use for node-exporter (root)")
+    add_policy_option(p)
+    p.add_argument("--dir", default=TEXTFILE_DIR, help="textfile directory (default: %(default)s)")
+    p.set_defaults(func=cmd_storage_textfile)
+    p = msub.add_parser("dashboards", help="write the Grafana dashboards the policy gives")
+    add_policy_option(p)
+    p.add_argument("--out", required=True, help="directory for the dashboard JSON files")
+    p.set_defaults(func=cmd_dashboards)
+    p = msub.add_parser("rules", help="print the alert rules the policy gives")
+    add_policy_option(p)
+    p.set_defaults(func=cmd_rules)
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    policy = load_or_exit(args.policy)
+    mon = policy.monitoring
+    registry = registry_for(Ds01Collector(policy, nvml=nvml_reader()))
+    stop = {signal.SIGTERM, signal.SIGINT}
+    # Blocked before the server thread starts (it inherits the mask): the main
+    # thread receives them in sigwait and the process exits cleanly.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    start_http_server(mon.ports.exporter, addr=mon.listen_address, registry=registry)
+    log.info("serving on %s:%d", mon.listen_address, mon.ports.exporter)
+    signal.sigwait(stop)
+    return 0
+
+
+def cmd_storage_textfile(args: argparse.Namespace) -> int:
+    policy = load_or_exit(args.policy)
+    try:
+        n = write_storage_textfile(policy, args.dir)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"ds01 monitoring storage-textfile: {e}", file=sys.stderr)
+        return 1
+    print(f"storage use of {n} user(s) written to {args.dir}/{STORAGE_TEXTFILE}")
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from ds01.monitoring.render import rules_yaml
+
+    sys.stdout.write(rules_yaml(load_or_exit(args.policy)))
+    return 0
+
+
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from ds01.monitoring.dashboards import dashboards
+
+    os.makedirs(args.out, exist_ok=True)
+    for name, model in dashboards(load_or_exit(args.policy)).items():
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(model, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print(f"{args.out}/{name}: {len(model['panels'])} panels")
+    return 0

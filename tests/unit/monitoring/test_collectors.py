@@ -1,0 +1,198 @@
+"""The exporter's collectors against a recorded cgroup tree, an allocator
+created in tmp (its real status snapshot), job records and repquota output."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ds01 import jobs
+from ds01.config import load_policy
+from ds01.monitoring import collectors
+from ds01.monitoring.exporter import Ds01Collector, registry_for, storage_uses
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[2]
+sys.path.insert(0, str(REPO / "tests/unit/gpu"))
+from gpu_helpers import T0, Clock, make_allocator  # noqa: E402
+
+CGROUP = str(HERE / "cgroup")
+STUDENT = "123456@example.lan"
+RESEARCHER = "j.doe@example.lan"
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy(REPO / "config/resource-allocation.yaml")
+
+
+def samples(collector) -> dict[tuple[str, frozenset], float]:
+    """Scrape ``collector`` through the real exposition format and parse it back."""
+    text = generate_latest(registry_for(collector)).decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(found, name, **labels) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+def names(found) -> set[str]:
+    return {n for n, _ in found}
+
+
+def test_user_slices_are_found_with_their_role(policy):
+    got = list(collectors.user_slices(list(policy.roles), CGROUP))
+    assert [(r, u) for r, u, _ in got] == [
+        ("student", STUDENT), ("student", "lt.student2"), ("researcher", RESEARCHER),
+    ]  # fmt: skip
+
+
+def test_read_slice_parses_every_file():
+    path = f"{CGROUP}/ds01.slice/ds01-student.slice/ds01-student-123456\\x40example.lan.slice"
+    s = collectors.read_slice(path)
+    assert s.cpu_seconds == 5.25
+    assert (s.memory, s.memory_peak) == (1610612736, 2147483648)
+    assert s.memory_events == {"high": 3, "max": 2, "oom_kill": 2}
+    assert (s.io_read, s.io_write) == (1048576 + 4096, 524288)  # summed over devices
+    assert s.pressure["memory"] == (1.2, 0.6)
+    assert s.pressure["cpu"] == (2.5, 0.0)
+    assert s.tasks == 31
+    assert s.containers == 2
+
+
+def test_a_missing_slice_reads_as_absent_not_zero(tmp_path):
+    s = collectors.read_slice(str(tmp_path / "gone.slice"))
+    assert (s.cpu_seconds, s.memory, s.tasks, s.containers, s.pressure) == (None, None, None, 0, {})
+
+
+def test_per_user_and_per_role_metrics(policy, tmp_path):
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=str(tmp_path / "none"),
+                                  jobs_dir=tmp_path))  # fmt: skip
+    assert value(found, "ds01_user_cpu_seconds_total", user=STUDENT, role="student") == 5.25
+    assert value(found, "ds01_user_memory_events_total", user=STUDENT, role="student", event="oom_kill") == 2
+    assert value(found, "ds01_user_pressure_seconds_total", user=STUDENT, role="student", resource="memory", kind="full") == 0.6
+    assert value(found, "ds01_user_containers", user=STUDENT, role="student") == 2
+    assert value(found, "ds01_user_containers", user=RESEARCHER, role="researcher") == 1
+    assert value(found, "ds01_user_containers", user="lt.student2", role="student") == 0
+    assert value(found, "ds01_user_io_bytes_total", user=RESEARCHER, role="researcher", direction="write") == 4096
+    assert value(found, "ds01_role_memory_bytes", role="student") == 2 << 30
+    assert value(found, "ds01_role_tasks", role="researcher") == 20
+    # no PSI files (pressure accounting off): no series rather than zeros
+    assert not any(n == "ds01_user_pressure_seconds_total" and ("user", "lt.student2") in lab
+                   for n, lab in found)  # fmt: skip
+    assert value(found, "ds01_gpu_snapshot_up") == 0
+    assert value(found, "ds01_exporter_collector_errors", collector="slices") == 0
+
+
+def test_gpu_units_leases_and_queue_from_the_allocator_snapshot(policy, tmp_path):
+    clock = Clock()
+    alloc = make_allocator(policy, tmp_path / "gpu/allocator.sqlite3", clock)
+    try:
+        alloc.assign("train-1", STUDENT, "student", kind="1g.5gb")
+        alloc.allocate("train-1")
+        alloc.assign("big", RESEARCHER, "researcher", count=2, kind="gpu")
+        alloc.allocate("big")
+        clock.advance(600)
+        # both whole GPUs are taken: c.rivera waits for one
+        alloc.assign("other", "w.prof", "faculty", kind="3g.20gb")
+        alloc.allocate("other")
+        alloc.enqueue("c.rivera", "researcher", "gpu")
+        clock.advance(120)
+        alloc.enqueue(STUDENT, "student", "2g.10gb")
+    finally:
+        alloc.close()
+    snapshot = str(tmp_path / "gpu/status.json")
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=snapshot, jobs_dir=tmp_path,
+                                  clock=lambda: T0 + 900))  # fmt: skip
+    assert value(found, "ds01_gpu_snapshot_up") == 1
+    assert value(found, "ds01_gpu_snapshot_age_seconds") == 900 - 720
+    assert value(found, "ds01_gpu_leases", user=RESEARCHER, role="researcher") == 2
+    assert value(found, "ds01_gpu_held_equivalents", user=RESEARCHER, role="researcher") == 2.0
+    weights = {dict(lab)["unit"]: v for (n, lab), v in found.items() if n == "ds01_gpu_unit_weight"}
+    # a holder outside the recorded slice tree has no role label value
+    assert value(found, "ds01_gpu_leases", user="w.prof", role="") == 1
+    held = [dict(lab) for n, lab in found if n == "ds01_gpu_unit_holder"]
+    assert sorted((h["user"], h["container"]) for h in held) == sorted(
+        [(STUDENT, "train-1"), (RESEARCHER, "big"), (RESEARCHER, "big"), ("w.prof", "other")]
+    )
+    student_unit = next(h for h in held if h["user"] == STUDENT)
+    assert student_unit["kind"] == "1g.5gb" and student_unit["role"] == "student"
+    assert value(found, "ds01_gpu_held_equivalents", user=STUDENT, role="student") == weights[student_unit["unit"]] < 1
+    assert value(found, "ds01_gpu_unit_held_seconds", unit=student_unit["unit"], gpu=student_unit["gpu"],
+                 kind="1g.5gb", user=STUDENT) == 900  # fmt: skip
+    states = [dict(lab)["state"] for n, lab in found if n == "ds01_gpu_unit_state"]
+    assert states.count("allocated") == 4 and "free" in states
+    assert value(found, "ds01_gpu_queue_length_total") == 2
+    assert value(found, "ds01_gpu_queue_length", kind="gpu") == 1
+    assert value(found, "ds01_gpu_queue_oldest_wait_seconds", kind="gpu") == 900 - 600
+    assert value(found, "ds01_gpu_queue_entries", user="c.rivera", role="researcher") == 1
+
+
+def test_nvml_readings_and_errors():
+    units = [{"uuid": "GPU-a", "gpu": 0, "kind": "gpu"}, {"uuid": "MIG-b", "gpu": 1, "kind": "1g.5gb"},
+             {"uuid": "GPU-c", "gpu": 2, "kind": "gpu"}]  # fmt: skip
+
+    def read(uuid):
+        if uuid == "GPU-c":
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        return (None, 1 << 30) if uuid.startswith("MIG") else (87.0, 30 << 30)
+
+    fams = {f.name: f for f in collectors.nvml_families(units, read)}
+    util = {s.labels["unit"]: s.value for s in fams["ds01_gpu_unit_utilization_percent"].samples}
+    assert util == {"GPU-a": 87.0}  # MIG: no utilisation per instance; GPU-c: failed
+    assert [s.value for s in fams["ds01_gpu_nvml_errors"].samples] == [1]
+    assert collectors.nvml_families(units, None) == []  # no NVML: no series at all
+
+
+def test_job_records_written_by_ds01_job(tmp_path):
+    jobs.record("users_sync", 100.0, 103.5, 0, tmp_path)
+    jobs.record("users_sync", 200.0, 201.0, 1, tmp_path)  # refused: last success kept
+    jobs.record("image_prune", 50.0, 52.0, 0, tmp_path)
+    jobs.record("scratch_purge", 10.0, 11.0, 137, tmp_path)  # killed, never succeeded
+    fams = {f.name: f for f in collectors.job_families(jobs.read_all(tmp_path))}
+
+    def by_job(name):
+        return {s.labels["job"]: s.value for s in fams[name].samples}
+
+    assert by_job("ds01_job_last_failed") == {"image_prune": 0, "scratch_purge": 1, "users_sync": 1}
+    assert by_job("ds01_job_last_success_timestamp_seconds") == {"image_prune": 52.0, "users_sync": 103.5}
+    assert by_job("ds01_job_last_run_timestamp_seconds")["users_sync"] == 201.0
+    assert by_job("ds01_job_last_exit_code")["scratch_purge"] == 137
+    assert by_job("ds01_job_last_duration_seconds")["users_sync"] == 1.0
+
+
+def test_storage_from_repquota(policy):
+    csv = (
+        "User,BlockStatus,FileStatus,BlockUsed,BlockSoftLimit,BlockHardLimit,BlockGrace,"
+        "FileUsed,FileSoftLimit,FileHardLimit,FileGrace\n"
+        "root,ok,ok,20,0,0,,2,0,0,\n"
+        "123456@example.lan,ok,ok,1048576,0,52428800,,1200,0,0,\n"
+        "j.doe@example.lan,ok,ok,4096,0,0,,3,0,0,\n"
+        "#4242,ok,ok,8,0,0,,1,0,0,\n"
+    )
+    uses = storage_uses(policy, csv)
+    area = next(n for n, a in policy.storage.areas.items() if a.quota)
+    assert [(u.user, u.area, u.used_bytes, u.quota_bytes, u.files) for u in uses] == [
+        (STUDENT, area, 1 << 30, 50 << 30, 1200), (RESEARCHER, area, 4 << 20, 0, 3),
+    ]  # fmt: skip
+    fams = {f.name: f for f in collectors.storage_families(uses)}
+    assert [s.labels["user"] for s in fams["ds01_storage_quota_bytes"].samples] == [STUDENT]
+
+
+def test_a_broken_source_does_not_blank_the_scrape(policy, tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(collectors, "job_families", broken)
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=str(tmp_path / "x"),
+                                  jobs_dir=tmp_path))  # fmt: skip
+    assert value(found, "ds01_exporter_collector_errors", collector="jobs") == 1
+    assert value(found, "ds01_user_tasks", user=STUDENT, role="student") == 31
