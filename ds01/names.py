@@ -63,3 +63,13 @@ def slice_cgroup_path(slice_name: str) -> str:
     stem = slice_name.removesuffix(".slice")
     parts = stem.split("-")
     return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def slurm_account(role: str) -> str:
+    """Slurm account of a role (issue 14): ``slurm_account("student") == "ds01-student"``."""
+    return f"{PREFIX}-{role}"
+
+
+def slurm_qos(role: str) -> str:
+    """Slurm QOS holding a role's limits: ``slurm_qos("student") == "ds01-student"``."""
+    return f"{PREFIX}-{role}"
