@@ -73,3 +73,12 @@ def slurm_account(role: str) -> str:
 def slurm_qos(role: str) -> str:
     """Slurm QOS holding a role's limits: ``slurm_qos("student") == "ds01-student"``."""
     return f"{PREFIX}-{role}"
+
+
+SLURM_USER_QOS_PREFIX = f"{PREFIX}-uid"
+
+
+def slurm_user_qos(uid: int) -> str:
+    """Slurm QOS of one user with a policy override: ``ds01-uid200001`` (by uid:
+    Slurm's QOS names need no escaping then, whatever the user name holds)."""
+    return f"{SLURM_USER_QOS_PREFIX}{uid}"
