@@ -3,7 +3,7 @@
 Each component also runs alone: pyinfra inventory.py deploys/<component>.py
 """
 
-from pyinfra import local
+from pyinfra import host, local
 
 local.include("deploys/base.py")
 local.include("deploys/sssd.py")  # optional (identity.sssd.enabled): directory users via NSS
@@ -13,4 +13,7 @@ local.include("deploys/slices.py")
 local.include("deploys/gpu.py")
 local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
-local.include("deploys/users.py")  # last: new-user hooks need storage and slices
+local.include("deploys/users.py")  # new-user hooks need storage and slices
+if host.data.policy.cluster is not None:  # optional (issue 14): Slurm on the GPU nodes
+    local.include("deploys/slurm.py")  # after users: Slurm's users are the role groups'
+

@@ -52,7 +52,11 @@ class SlurmAccounting(FactBase[AccountingSections | None]):
         return None
 
     def command(self, cluster: str) -> StringCommand:
-        parts: list = ["("]
+        # slurmdbd creates its tables when it first starts: give it half a minute.
+        parts: list = [
+            "( for i in $(seq 30); do sacctmgr -n show cluster >/dev/null 2>&1 && break;",
+            "sleep 1; done;",
+        ]
         for key, show in SECTIONS.items():
             before, _, after = show.partition("{cluster}")
             where = QuoteString(f"cluster={cluster}")
@@ -99,3 +103,47 @@ class SlurmdHardware(FactBase[dict | None]):
     def process(self, output: list[str]) -> dict | None:
         got = parse_slurmd_c(" ".join(output))
         return got if "CPUs" in got and "RealMemory" in got else None
+
+
+class MungeKey(FactBase[str | None]):
+    """
+    The munge key of the host, base64-encoded (read as root; it is the
+    cluster's shared secret: only deploys/slurm.py copies it, from the
+    controller to the nodes, with mode 0400). None where there is none.
+    """
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self) -> str:
+        return "base64 -w0 /etc/munge/munge.key 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> str | None:
+        text = "".join(output).strip()
+        return text or None
+
+
+class MariaDbUserPlugin(FactBase[str | None]):
+    """
+    How MariaDB authenticates ``user``@localhost (``unix_socket``,
+    ``mysql_native_password``); None when there is no such user.
+
+    + user: the database user
+    """
+
+    requires_command = "mysql"
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self, user: str) -> StringCommand:
+        query = QuoteString(
+            f"SELECT plugin FROM mysql.user WHERE user = '{user}' AND host = 'localhost'"
+        )
+        return StringCommand("mysql -NB -e", query)
+
+    def process(self, output: list[str]) -> str | None:
+        lines = [ln.strip() for ln in output if ln.strip()]
+        return lines[0] if lines else None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from ds01.cluster import accounts
-from facts.slurm import SlurmAccounting
+from facts.slurm import MariaDbUserPlugin, SlurmAccounting
 
 
 @operation()
@@ -49,3 +51,41 @@ def accounting(want: dict):
         return
     for argv in commands:
         yield StringCommand(*(QuoteString(a) for a in argv))
+
+
+_DB_USER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@operation()
+def socket_database_user(user: str, database: str):
+    """
+    A MariaDB user ``user``@localhost that logs in by Unix socket as the
+    system user of the same name (no password anywhere), with all privileges
+    on ``database``, which exists.
+
+    + user: system and database user (``slurm``)
+    + database: its database
+
+    **Example:**
+
+    .. code:: python
+
+        slurm.socket_database_user(name="MariaDB user slurm (unix_socket)",
+                                   user="slurm", database="slurm_acct_db")
+    """
+    if not (_DB_USER.match(user) and _DB_USER.match(database)):
+        raise OperationError(f"refusing unsafe database names {user!r}, {database!r}")
+    plugin = host.get_fact(MariaDbUserPlugin, user=user)
+    sql = []
+    if plugin is None:
+        sql.append(f"CREATE USER '{user}'@'localhost' IDENTIFIED VIA unix_socket")
+    elif plugin != "unix_socket":
+        sql.append(f"ALTER USER '{user}'@'localhost' IDENTIFIED VIA unix_socket")
+    if sql:
+        sql += [
+            f"CREATE DATABASE IF NOT EXISTS `{database}`",
+            f"GRANT ALL ON `{database}`.* TO '{user}'@'localhost'",
+        ]
+        yield StringCommand("mysql -e", QuoteString("; ".join(sql)))
+    else:
+        host.noop(f"MariaDB user {user} logs in by socket")

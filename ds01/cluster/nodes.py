@@ -120,9 +120,14 @@ def _gpu_gres(gpu: Gpu) -> list[Gres]:
     return out
 
 
+def node_gres(node: ClusterNode, layout: Layout) -> tuple[Gres, ...]:
+    """The GRES units of the node's Slurm GPUs, in GPU then placement order."""
+    return tuple(g for gpu in slurm_gpus(node, layout) for g in _gpu_gres(gpu))
+
+
 def slurm_node(name: str, node: ClusterNode, facts: NodeFacts) -> SlurmNode:
     reserved = node.reserved_memory // 1024**2
-    gres = tuple(g for gpu in slurm_gpus(node, facts.layout) for g in _gpu_gres(gpu))
+    gres = node_gres(node, facts.layout)
     return SlurmNode(name, node.address, facts, max(1, facts.memory_mib - reserved), gres)
 
 
@@ -134,3 +139,21 @@ def parse_slurmd_c(text: str) -> dict[str, int]:
         if eq and value.isdigit():
             out[key] = int(value)
     return out
+
+
+def node_facts(hardware: dict, layout: dict | Layout, nvml_plugin: bool) -> NodeFacts:
+    """NodeFacts from the facts deploys/slurm.py reads: ``slurmd -C``
+    (facts.slurm.SlurmdHardware), the GPU layout (facts.gpu.GpuLayout, or
+    the simulated one) and whether Slurm's gpu_nvml plugin is installed."""
+    if not isinstance(layout, Layout):
+        layout = Layout.from_json(layout)
+    sockets = hardware.get("SocketsPerBoard", 1) * hardware.get("Boards", 1)
+    return NodeFacts(
+        cpus=hardware["CPUs"],
+        sockets=hardware.get("Sockets", sockets),
+        cores_per_socket=hardware.get("CoresPerSocket", 1),
+        threads_per_core=hardware.get("ThreadsPerCore", 1),
+        memory_mib=hardware["RealMemory"],
+        layout=layout,
+        nvml_plugin=nvml_plugin,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ds01.cluster.nodes import NodeFacts, SlurmNode, slurm_node
+from ds01.cluster.nodes import Gres, NodeFacts, SlurmNode, slurm_node
 from ds01.config import Cluster, Policy
 
 HEADER = (
@@ -180,3 +180,24 @@ def slurmdbd_conf(policy: Policy) -> str:
         + "StorageUser=slurm\n"
         + f"StorageLoc={cluster.accounting.database}\n"
     )
+
+
+def simulated_device_nodes(gres: tuple[Gres, ...]) -> str:
+    """tmpfiles.d lines creating the device files of a node's simulated GPUs
+    (the test VM): slurmd checks that every gres.conf file exists; the nodes
+    get the NVIDIA driver's numbers (195 for GPUs; 511 stands in for
+    nvidia-caps, whose major the driver assigns at load) so cgroup device
+    rules name distinct devices."""
+    lines = [HEADER.rstrip("\n")]
+    seen: set[str] = set()
+    for g in gres:
+        for path in g.files:
+            if path in seen:
+                continue
+            seen.add(path)
+            minor = int(path.rsplit("nvidia-cap", 1)[-1] if "caps" in path else path[11:])
+            major = 511 if "caps" in path else 195
+            lines.append(f"c {path} 0666 root root - {major}:{minor}")
+    if any("caps" in p for p in seen):
+        lines.insert(1, "d /dev/nvidia-caps 0755 root root -")
+    return "\n".join(lines) + "\n"

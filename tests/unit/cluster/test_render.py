@@ -46,3 +46,25 @@ def test_durations_in_slurm_format():
     assert render.duration(7 * 86400) == "7-00:00:00"
     assert render.duration(3600 + 61) == "0-01:01:01"
     assert render.duration(None) == "UNLIMITED"
+
+
+def test_node_facts_from_slurmd_c_and_the_layout_fact():
+    from ds01.cluster.nodes import node_facts, parse_slurmd_c
+
+    hw = parse_slurmd_c("NodeName=ds01 CPUs=64 Boards=1 SocketsPerBoard=2 CoresPerSocket=16 "
+                        "ThreadsPerCore=2 RealMemory=515890\nUpTime=1-00:00:00")
+    _, facts = case("one-node")
+    got = node_facts(hw, facts["ds01"].layout.to_json(), nvml_plugin=False)
+    assert got == facts["ds01"]
+
+
+def test_simulated_gpus_get_device_files_for_slurmd():
+    policy, facts = case("one-node")
+    node = render.cluster_nodes(policy.cluster, facts)[0]
+    lines = render.simulated_device_nodes(node.gres).splitlines()
+    assert "c /dev/nvidia0 0666 root root - 195:0" in lines
+    assert "c /dev/nvidia-caps/nvidia-cap282 0666 root root - 511:282" in lines
+    assert lines.index("d /dev/nvidia-caps 0755 root root -") < lines.index(
+        "c /dev/nvidia-caps/nvidia-cap282 0666 root root - 511:282")
+    assert not any("/dev/nvidia3" in ln for ln in lines)  # the interactive GPU is not Slurm's
+    assert sum("/dev/nvidia2 " in ln for ln in lines) == 1  # the MIG GPU's node once
