@@ -148,6 +148,15 @@ if is_controller:
     )  # fmt: skip
     systemd.service(name="slurmctld running", service="slurmctld.service", running=True,
                     enabled=True, restarted=conf.will_change)  # fmt: skip
+    # Between converges the associations follow the role groups the directory sync
+    # keeps (same schedule: a race costs at most one period, never an access).
+    files.template(
+        name=f"Cron job /etc/cron.d/ds01-slurm-sync ({policy.schedules.users_sync})",
+        src=str(REPO / "templates/identity/cron.j2"), dest="/etc/cron.d/ds01-slurm-sync",
+        user="root", group="root", mode="0644", deploy="deploys/slurm.py", job="users_sync",
+        schedule=policy.schedules.users_sync,
+        command="/usr/local/bin/ds01 job run slurm_sync -- /usr/local/bin/ds01 slurm sync",
+    )  # fmt: skip
 
 # -- Compute nodes: slurmd; SSH only into a job ------------------------------
 if is_node and policy.gpu.backend == "simulated":

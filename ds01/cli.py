@@ -20,13 +20,14 @@ COMMAND_MODULES = (
     "ds01.gpu.cli",
     "ds01.docker.cli",
     "ds01.jobs",
+    "ds01.cluster.cli",  # issue 14: only does something with the policy's cluster section
 )
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
 HELP_GROUPS = (
     ("for everyone", ("limits", "container", "gpu", "storage")),
-    ("for admins", ("users", "config", "images", "admin-guard")),
+    ("for admins", ("users", "config", "images", "admin-guard", "slurm")),
     ("run by the system", ("docker", "job")),
 )
 

@@ -7,15 +7,11 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
+from ds01.cluster.accounts import QUERIES
 from ds01.cluster.nodes import parse_slurmd_c
 
 _SHOW = "--parsable2 --noheader"
-SECTIONS = {
-    "cluster": "show cluster format=Cluster",
-    "qos": "show qos format=Name,Priority,MaxWall,MaxJobsPU,MaxTRESPU,Flags",
-    "assoc": "show assoc where {cluster} format=Account,User,QOS,DefaultQOS",
-    "user": "show user format=User,DefaultAccount",
-}
+SECTIONS = QUERIES
 
 
 class AccountingSections(TypedDict):

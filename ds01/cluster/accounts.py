@@ -129,6 +129,16 @@ def desired(policy: Policy, user_roles: Mapping[str, tuple[int, str]]) -> Desire
 # sacctmgr's answers (--parsable2 --noheader: fields split by '|')
 # --------------------------------------------------------------------------
 
+# What parse_state reads: ``sacctmgr <query> --parsable2 --noheader`` per section
+# ({cluster} is ``cluster=<ClusterName>``). facts.slurm and the server's
+# ``ds01 slurm sync`` run the same queries.
+QUERIES = {
+    "cluster": "show cluster format=Cluster",
+    "qos": "show qos format=Name,Priority,MaxWall,MaxJobsPU,MaxTRESPU,Flags",
+    "assoc": "show assoc where {cluster} format=Account,User,QOS,DefaultQOS",
+    "user": "show user format=User,DefaultAccount",
+}
+
 
 def parse_minutes(text: str) -> int:
     """``7-00:00:00``, ``01:00:00``, ``30:00``, ``5`` (minutes) -> minutes; ``""`` -> UNSET."""
