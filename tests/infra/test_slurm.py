@@ -97,3 +97,25 @@ def test_job_beyond_the_gpu_quota_is_refused_alone_and_waits_beside_others(vm):
         assert state.startswith("PENDING|QOSMax"), state
     finally:
         vm.run(f"scancel {first.stdout.strip()} {second.stdout.strip()}")
+
+
+def test_a_user_added_to_the_directory_reaches_slurm_after_one_sync(vm):
+    import random
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+    import samba_ad
+
+    ad = Path(os.environ["DS01_TEST_AD_DIR"])
+    name = str(random.randint(700000, 799999))
+    samba_ad.add_user(ad, name, [])
+    fq = f"{name}@example.lan"
+    vm.run("sss_cache -E")
+    assert vm.run("ds01 users sync").rc == 0
+    r = vm.run("ds01 slurm sync")
+    assert r.rc == 0, r.stderr
+    assoc = vm.check_output(f"sacctmgr -n -P show assoc user={fq} format=Account,QOS")
+    assert assoc == "ds01-student|ds01-student", assoc
+    again = vm.run("ds01 slurm sync")
+    assert again.rc == 0 and "match the policy" in again.stdout
