@@ -106,6 +106,8 @@ systemd.service(name="munge running", service="munge.service", running=True, ena
                 restarted=bool(key and key.will_change))  # fmt: skip
 
 # -- Configuration (the same files on every host) ----------------------------
+files.directory(name="Slurm log directory /var/log/slurm", path="/var/log/slurm",
+                user="slurm", group="slurm", mode="0750")  # fmt: skip
 cgroup = files.put(name="Slurm cgroup.conf (cgroup v2: cores, memory, devices)",
                    src=StringIO(render.cgroup_conf()), dest="/etc/slurm/cgroup.conf",
                    user="root", group="root", mode="0644")  # fmt: skip
@@ -125,6 +127,8 @@ conf = deferred.planned_at_execution(
 
 # -- Controller: accounting database, slurmdbd, accounts, slurmctld ----------
 if is_controller:
+    files.directory(name="slurmctld state directory", path="/var/lib/slurm/slurmctld",
+                    user="slurm", group="slurm", mode="0750")  # fmt: skip
     systemd.service(name="MariaDB running", service="mariadb.service",
                     running=True, enabled=True)  # fmt: skip
     slurm.socket_database_user(
