@@ -139,8 +139,15 @@ if is_controller:
         name="slurmdbd.conf (slurm-only, 0600)", src=StringIO(render.slurmdbd_conf(policy)),
         dest="/etc/slurm/slurmdbd.conf", user="slurm", group="slurm", mode="0600",
     )  # fmt: skip
+    dropin = files.template(
+        name="slurmdbd runs as slurm (drop-in slurmdbd.service.d/ds01.conf)",
+        src=str(REPO / "templates/slurm/slurmdbd-ds01.conf.j2"),
+        dest="/etc/systemd/system/slurmdbd.service.d/ds01.conf",
+        user="root", group="root", mode="0644", create_remote_dir=True,
+    )  # fmt: skip
     systemd.service(name="slurmdbd running", service="slurmdbd.service", running=True,
-                    enabled=True, restarted=dbd.will_change)  # fmt: skip
+                    enabled=True, daemon_reload=dropin.will_change,
+                    restarted=dbd.will_change or dropin.will_change)  # fmt: skip
 
     def slurm_accounts():
         want = accounts.desired(policy, role_users(policy))  # ds01.identity's roles

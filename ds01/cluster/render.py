@@ -176,6 +176,8 @@ def slurmdbd_conf(policy: Policy) -> str:
         + "DbdHost=localhost\n"
         + "SlurmUser=slurm\n"
         + "LogFile=/var/log/slurm/slurmdbd.log\n"
+        + "# slurmdbd runs as slurm (deploys/slurm.py's drop-in): its own runtime directory.\n"
+        + "PidFile=/run/slurmdbd/slurmdbd.pid\n"
         + "StorageType=accounting_storage/mysql\n"
         + "# localhost: MariaDB's Unix socket, where unix_socket authentication lets\n"
         + "# the slurm user in as itself; no password exists to leak.\n"
