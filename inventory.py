@@ -8,6 +8,12 @@ Set the host and SSH settings in the environment, or in a git-ignored
 
 DS01_SSH_PORT (default 22) and DS01_SSH_KEY (a private key file) are optional.
 The test VM has its own inventory: tests/vm/inventory.py.
+
+Groups: ``ds01_servers`` is the DS01 head. With a Slurm cluster (the policy's
+``cluster`` section, docs/cluster.md), DS01_GPU_NODES names the other GPU
+nodes, ``gpu02,gpu03=10.0.0.13`` (a name, optionally ``=`` the address to
+reach it by), reached with the same SSH settings: the group ``ds01_gpu_nodes``.
+Without it the inventory is the single server, as before.
 """
 
 import os
@@ -37,3 +43,23 @@ ds01_servers = [
         },
     )
 ]
+
+
+def _ssh(address: str | None = None) -> dict:
+    user = _settings.get("DS01_SSH_USER", "root")
+    return {
+        **({"ssh_hostname": address} if address else {}),
+        "ssh_user": user,
+        "ssh_port": int(_settings.get("DS01_SSH_PORT", "22")),
+        **({"ssh_key": _settings["DS01_SSH_KEY"]} if "DS01_SSH_KEY" in _settings else {}),
+        "_sudo": user != "root",
+    }
+
+
+if _settings.get("DS01_GPU_NODES"):
+    ds01_gpu_nodes = [
+        (name, {**_ssh(address or None), "slurm_name": name})
+        for name, _, address in (
+            entry.strip().partition("=") for entry in _settings["DS01_GPU_NODES"].split(",")
+        )
+    ]

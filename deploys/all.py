@@ -3,7 +3,7 @@
 Each component also runs alone: pyinfra inventory.py deploys/<component>.py
 """
 
-from pyinfra import local
+from pyinfra import host, local
 
 local.include("deploys/base.py")
 local.include("deploys/sssd.py")  # optional (identity.sssd.enabled): directory users via NSS
@@ -16,4 +16,7 @@ local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # new-user hooks need storage and slices
 local.include("deploys/backup.py")  # issue 12: restic, only with a backup section
 local.include("deploys/maintenance.py")  # upgrades, logs, the daily doctor
+if host.data.policy.cluster is not None:  # optional (issue 14): Slurm on the GPU nodes
+    local.include("deploys/slurm.py")  # after users: Slurm's users are the role groups'
+
 local.include("deploys/monitoring.py")  # last: watches what the others set up

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ds01.ops.doctor",
     "ds01.monitoring.exporter",
     "ds01.monitoring.status",
+    "ds01.cluster.cli",  # issue 14: only does something with the policy's cluster section
 )
 
 
@@ -35,7 +36,7 @@ COMMAND_MODULES = (
 HELP_GROUPS = (
     ("for everyone", ("status", "limits", "container", "gpu", "usage", "storage", "events")),
     ("for admins", ("users", "config", "images", "admin-guard", "backup", "schedule", "doctor",
-                    "monitoring")),
+                    "monitoring", "slurm")),
     ("run by the system", ("docker", "job", "maintenance")),
 )
 

@@ -637,6 +637,58 @@ class Monitoring(Strict):
     grafana: Grafana = Grafana()
 
 
+# Cluster (issue 14): Slurm on the GPU nodes, generated from this policy
+# --------------------------------------------------------------------------
+
+HostName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+
+
+class NodeGpus(Strict):
+    """Which GPUs of a node (by NVML index) Slurm schedules and which the
+    interactive allocator (ds01 gpu) hands out; a GPU is never in both."""
+
+    slurm: list[Annotated[int, Field(ge=0)]] | Literal["all"] = "all"
+    interactive: list[Annotated[int, Field(ge=0)]] = []
+
+
+class ClusterNode(Strict):
+    address: str | None = None  # how the other nodes reach it (default: its name)
+    gpus: NodeGpus = NodeGpus()
+    # Memory left to the operating system and the daemons (RealMemory is the rest).
+    reserved_memory: Size = 4 * 1024**3
+
+
+class Partition(Strict):
+    nodes: list[HostName]
+    default: bool = False
+    max_time: Duration | None = None  # null: the QOS (the role's max_runtime) decides
+
+
+class Accounting(Strict):
+    """slurmdbd's MariaDB database, on the controller. slurmdbd (user slurm)
+    reaches it over MariaDB's Unix socket with unix_socket authentication,
+    so there is no database password to keep anywhere."""
+
+    database: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "slurm_acct_db"
+
+
+class Cluster(Strict):
+    """Optional: without this section DS01 is one server, exactly as before."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    controller: HostName  # runs slurmctld and slurmdbd (the DS01 head)
+    nodes: dict[HostName, ClusterNode]  # the compute nodes (slurmd)
+    partitions: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Partition]
+    accounting: Accounting = Accounting()
+
+    @model_validator(mode="after")
+    def _one_default(self) -> Cluster:
+        defaults = [n for n, p in self.partitions.items() if p.default]
+        if len(defaults) > 1:
+            raise ValueError(f"partitions {', '.join(defaults)} are all default; keep one")
+        return self
+
+
 class Policy(Strict):
     version: Literal[1]
     site: Site
@@ -650,6 +702,7 @@ class Policy(Strict):
     backup: Backup | None = None  # issue 12: none = no backups (ds01 doctor warns)
     maintenance: Maintenance = Maintenance()  # issue 12
     monitoring: Monitoring = Monitoring()
+    cluster: Cluster | None = None  # issue 14: Slurm on several GPU nodes
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the
@@ -815,6 +868,36 @@ def _semantic_problems(data: dict) -> Iterator[tuple[Loc, str]]:
     for user in d(data.get("overrides")):
         if user in d(ident).get("archived", []):
             yield ("overrides", user), f"user '{user}' is archived; remove the override"
+    yield from _cluster_problems(d(data.get("cluster")))
+
+
+def _cluster_problems(cluster: dict) -> Iterator[tuple[Loc, str]]:
+    """A GPU in Slurm's and the interactive allocator's hands, partitions of
+    unknown nodes (issue 14)."""
+    nodes = cluster.get("nodes") if isinstance(cluster.get("nodes"), dict) else {}
+    for name, node in nodes.items():
+        gpus = node.get("gpus") if isinstance(node, dict) else None
+        if not isinstance(gpus, dict):
+            continue
+        slurm, inter = gpus.get("slurm", "all"), gpus.get("interactive", [])
+        if not isinstance(inter, list):
+            continue
+        for i, index in enumerate(inter):
+            if slurm == "all" or (isinstance(slurm, list) and index in slurm):
+                yield ("cluster", "nodes", name, "gpus", "interactive", i), (
+                    f"GPU {index} of node '{name}' is also Slurm's "
+                    f"(gpus.slurm: {slurm}); a GPU belongs to Slurm or to the interactive "
+                    "allocator, never both: list Slurm's GPUs explicitly"
+                )
+    parts = cluster.get("partitions") if isinstance(cluster.get("partitions"), dict) else {}
+    for pname, part in parts.items():
+        members = part.get("nodes") if isinstance(part, dict) else None
+        for i, node in enumerate(members if isinstance(members, list) else []):
+            if isinstance(node, str) and nodes and node not in nodes:
+                yield ("cluster", "partitions", pname, "nodes", i), (
+                    f"node '{node}' is not defined under cluster.nodes "
+                    f"({', '.join(sorted(nodes))})"
+                )
 
 
 def _valid(model: type[Strict], raw: Any) -> Any:

@@ -83,3 +83,22 @@ def cron_file(job: str) -> str:
     """The cron file of a scheduled job (its key in the policy's ``schedules``):
     ``cron_file("users_sync") == "/etc/cron.d/ds01-users-sync"``."""
     return f"/etc/cron.d/{PREFIX}-{job.replace('_', '-')}"
+
+
+def slurm_account(role: str) -> str:
+    """Slurm account of a role (issue 14): ``slurm_account("student") == "ds01-student"``."""
+    return f"{PREFIX}-{role}"
+
+
+def slurm_qos(role: str) -> str:
+    """Slurm QOS holding a role's limits: ``slurm_qos("student") == "ds01-student"``."""
+    return f"{PREFIX}-{role}"
+
+
+SLURM_USER_QOS_PREFIX = f"{PREFIX}-uid"
+
+
+def slurm_user_qos(uid: int) -> str:
+    """Slurm QOS of one user with a policy override: ``ds01-uid200001`` (by uid:
+    Slurm's QOS names need no escaping then, whatever the user name holds)."""
+    return f"{SLURM_USER_QOS_PREFIX}{uid}"

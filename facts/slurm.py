@@ -1,0 +1,145 @@
+"""Slurm as a host sees it: the accounting database (``sacctmgr show``) and
+the node's hardware (``slurmd -C``)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from pyinfra.api import FactBase, QuoteString, StringCommand
+
+from ds01.cluster.accounts import QUERIES
+from ds01.cluster.nodes import parse_slurmd_c
+
+_SHOW = "--parsable2 --noheader"
+SECTIONS = QUERIES
+
+
+class AccountingSections(TypedDict):
+    cluster: list[str]
+    qos: list[str]
+    assoc: list[str]
+    user: list[str]
+
+
+class SlurmAccounting(FactBase[AccountingSections | None]):
+    """
+    The lines ``sacctmgr show ... --parsable2 --noheader`` prints for the
+    cluster list, the QOS, the associations of ``cluster`` and the users
+    (parsed by ``ds01.cluster.accounts.parse_state``); None when slurmdbd did
+    not answer every query (a partial answer must never read as "nobody is
+    associated").
+
+    + cluster: Slurm's ClusterName
+
+    .. code:: python
+
+        {"cluster": ["ds01"],
+         "qos": ["normal|0||||",
+                 "ds01-student|10|7-00:00:00|3|cpu=1,mem=512M,billing=14|DenyOnLimit"],
+         "assoc": ["root||normal|", "ds01-student||ds01-student|ds01-student",
+                   "ds01-student|lt.student|ds01-student|ds01-student"],
+         "user": ["lt.student|ds01-student", "root|root"]}
+    """
+
+    requires_command = "sacctmgr"
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self, cluster: str) -> StringCommand:
+        # slurmdbd creates its tables when it first starts: give it half a minute.
+        parts: list = [
+            "( for i in $(seq 30); do sacctmgr -n show cluster >/dev/null 2>&1 && break;",
+            "sleep 1; done;",
+        ]
+        for key, show in SECTIONS.items():
+            before, _, after = show.partition("{cluster}")
+            where = QuoteString(f"cluster={cluster}")
+            words = [before.rstrip(), where, after.lstrip()] if after else [show]
+            parts += ["echo", f"'#{key}'", "&&", "sacctmgr", *words, _SHOW, "&&"]
+        parts += ["echo '#end'", ") 2>/dev/null; true"]
+        return StringCommand(*parts)
+
+    def process(self, output: list[str]) -> AccountingSections | None:
+        if not output or output[-1] != "#end":
+            return None
+        out: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in output[:-1]:
+            if line.startswith("#") and line[1:] in SECTIONS:
+                current = out.setdefault(line[1:], [])
+            elif current is not None and line.strip():
+                current.append(line.strip())
+        if set(out) != set(SECTIONS):
+            return None
+        return AccountingSections(**out)  # type: ignore[typeddict-item]
+
+
+class SlurmdHardware(FactBase[dict | None]):
+    """
+    The node's hardware as slurmd counts it (``slurmd -C``), None where slurmd
+    is not installed yet.
+
+    .. code:: python
+
+        {"CPUs": 64, "Boards": 1, "SocketsPerBoard": 2, "CoresPerSocket": 16,
+         "ThreadsPerCore": 2, "RealMemory": 515890}
+    """
+
+    requires_command = "slurmd"
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self) -> str:
+        return "slurmd -C | head -n 1"
+
+    def process(self, output: list[str]) -> dict | None:
+        got = parse_slurmd_c(" ".join(output))
+        return got if "CPUs" in got and "RealMemory" in got else None
+
+
+class MungeKey(FactBase[str | None]):
+    """
+    The munge key of the host, base64-encoded (read as root; it is the
+    cluster's shared secret: only deploys/slurm.py copies it, from the
+    controller to the nodes, with mode 0400). None where there is none.
+    """
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self) -> str:
+        return "base64 -w0 /etc/munge/munge.key 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> str | None:
+        text = "".join(output).strip()
+        return text or None
+
+
+class MariaDbUserPlugin(FactBase[str | None]):
+    """
+    How MariaDB authenticates ``user``@localhost (``unix_socket``,
+    ``mysql_native_password``); None when there is no such user.
+
+    + user: the database user
+    """
+
+    requires_command = "mysql"
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self, user: str) -> StringCommand:
+        query = QuoteString(
+            f"SELECT plugin FROM mysql.user WHERE user = '{user}' AND host = 'localhost'"
+        )
+        return StringCommand("mysql -NB -e", query)
+
+    def process(self, output: list[str]) -> str | None:
+        lines = [ln.strip() for ln in output if ln.strip()]
+        return lines[0] if lines else None
