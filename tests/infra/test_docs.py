@@ -36,25 +36,48 @@ REAL = "docker -H unix:///run/docker.sock"
 MAKE_BASE = r"""
 set -e
 {real} image inspect {img} >/dev/null 2>&1 && exit 0
+if ! {real} image inspect ds01-docs/rootfs:1 >/dev/null 2>&1; then
 d=$(mktemp -d); cd $d; ln -s usr/bin bin; ln -s usr/lib lib; ln -s usr/lib64 lib64
 mkdir -p usr/bin usr/lib usr/lib64 usr/share tmp proc sys dev etc; chmod 1777 tmp
 py=$(readlink -f /usr/bin/python3)
 cp -a /usr/lib/$(basename $py) usr/lib/; cp -a /usr/share/python-wheels usr/share/
-for f in $py $(readlink -f /usr/bin/dash /usr/bin/sleep /usr/bin/id /usr/bin/cat /usr/bin/ls) \
-         /usr/lib/$(basename $py)/lib-dynload/*.so; do
-  [ -e .$f ] || { mkdir -p .$(dirname $f); cp $f .$f; }
-  ldd $f 2>/dev/null | grep -o '/[^ ]*' | while read l; do r=$(readlink -f $l); \
-    mkdir -p .$(dirname $r); [ -e .$r ] || cp $r .$r; \
-    [ "$l" = "$r" ] || { mkdir -p .$(dirname $l); [ -e .$l ] || ln -s $r .$l; }; done
-done
+bins="$py $(readlink -f /usr/bin/dash /usr/bin/sleep /usr/bin/id /usr/bin/cat /usr/bin/ls)"
+for f in $bins $(readlink -f /usr/bin/which); do mkdir -p .$(dirname $f); cp $f .$f; done
+[ -e usr/bin/which ] || ln -s $(basename $(readlink -f /usr/bin/which)) usr/bin/which
+ldd $bins /usr/lib/$(basename $py)/lib-dynload/*.so 2>/dev/null | grep -v ':$' | grep -o '/[^ ]*' | sort -u |
+while read l; do r=$(readlink -f $l); mkdir -p .$(dirname $r); [ -e .$r ] || cp $r .$r; \
+  [ "$l" = "$r" ] || { mkdir -p .$(dirname $l); [ -e .$l ] || ln -s $r .$l; }; done
 ln -sf $(basename $py) usr/bin/python3; ln -sf dash usr/bin/sh
 echo 'root:x:0:0:root:/:/bin/sh' > etc/passwd
 tar -c . | {real} import - ds01-docs/rootfs:1 >/dev/null
-cd /; rm -rf $d; b=$(mktemp -d)
+cd /; rm -rf $d
+fi
+b=$(mktemp -d)
+cat > $b/venv.py <<'EOF'
+# /opt/venv with pip unpacked from Debian's wheel (ensurepip takes minutes
+# under TCG), writable by every uid, and a HOME any uid can write, as in
+# images/*/Dockerfile.
+import glob, os, venv, zipfile
+venv.create("/opt/venv", with_pip=False)
+site = glob.glob("/opt/venv/lib/python3*/site-packages")[0]
+zipfile.ZipFile(glob.glob("/usr/share/python-wheels/pip-*.whl")[0]).extractall(site)
+with open("/opt/venv/bin/pip", "w") as f:
+    f.write("#!/opt/venv/bin/python\nimport sys\nfrom pip._internal.cli.main import main\n"
+            "sys.exit(main())\n")
+os.makedirs("/home/ds01")
+for top, dirs, files in os.walk("/opt/venv"):
+    for n in dirs + files:
+        p = os.path.join(top, n)
+        if not os.path.islink(p):
+            add = 0o777 if os.path.isdir(p) or n == "pip" else 0o666
+            os.chmod(p, os.stat(p).st_mode | add)
+os.chmod("/home/ds01", 0o1777)
+EOF
 cat > $b/Dockerfile <<'EOF'
 FROM ds01-docs/rootfs:1
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/bin:/bin HOME=/home/ds01
-RUN python3 -m venv /opt/venv && mkdir -m 1777 /home/ds01 && chmod -R a+rwX /opt/venv
+COPY venv.py /tmp/venv.py
+RUN python3 /tmp/venv.py
 WORKDIR /workspace
 LABEL ds01.shared=true
 CMD ["sleep", "infinity"]
