@@ -53,7 +53,7 @@ tar -c . | {real} import - ds01-docs/rootfs:1 >/dev/null
 cd /; rm -rf $d
 fi
 b=$(mktemp -d)
-cat > $b/venv.py <<'EOF'
+cat > $b/make_env.py <<'EOF'
 # /opt/venv with pip unpacked from Debian's wheel (ensurepip takes minutes
 # under TCG), writable by every uid, and a HOME any uid can write, as in
 # images/*/Dockerfile.
@@ -76,8 +76,8 @@ EOF
 cat > $b/Dockerfile <<'EOF'
 FROM ds01-docs/rootfs:1
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/bin:/bin HOME=/home/ds01
-COPY venv.py /tmp/venv.py
-RUN python3 /tmp/venv.py
+COPY make_env.py /tmp/make_env.py
+RUN python3 /tmp/make_env.py
 WORKDIR /workspace
 LABEL ds01.shared=true
 CMD ["sleep", "infinity"]
