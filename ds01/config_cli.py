@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file", nargs="?", default=DEFAULT_POLICY_PATH,
                        help="the policy file (default: %(default)s)")  # fmt: skip
     check.set_defaults(func=cmd_check)
+    docs = csub.add_parser("docs", help="the policy reference, generated from the model")
+    docs.add_argument("-o", "--output", metavar="FILE",
+                      help="write it to FILE (e.g. docs/admin/policy-reference.md), "
+                           "else print it")  # fmt: skip
+    docs.set_defaults(func=cmd_docs)
 
 
 def add_policy_option(parser: argparse.ArgumentParser) -> None:
@@ -121,4 +126,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"(no directory read in {policy.identity.sync.state_file}: "
               "names in overrides and members not checked)")  # fmt: skip
     print(f"\n{args.file}: OK")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from ds01 import policy_docs
+
+    if args.output is None:
+        sys.stdout.write(policy_docs.render())
+    elif policy_docs.write(args.output):
+        print(f"{args.output}: written")
+    else:
+        print(f"{args.output}: up to date")
     return 0

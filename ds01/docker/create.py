@@ -152,7 +152,7 @@ def _check_ports(host: dict) -> None:
                 if 0 < int(part) < 1024:
                     raise Refused(
                         f"host port {part} is below 1024 (the server's own services); "
-                        "publish on a port from 1024 up, e.g. -p 8888:{port.split('/')[0]}"
+                        f"publish on a port from 1024 up, e.g. -p 8888:{port.split('/')[0]}"
                     )
 
 
