@@ -525,7 +525,8 @@ class BackupSources(Strict):
 
 
 class Backup(Strict):
-    enabled: bool = True
+    """Present: backed up (deploys/backup.py); absent: nothing is (doctor says so)."""
+
     repository: Annotated[str, AfterValidator(_repository)]
     password_file: AbsPath = "/etc/ds01/backup/password"  # root 0600; created if absent
     env_file: AbsPath | None = None  # root 0600: AWS_ACCESS_KEY_ID=..., RESTIC_REST_PASSWORD=...

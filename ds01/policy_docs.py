@@ -56,6 +56,13 @@ _REAP = "ds01/gpu/reconciler.py"
 _SLICES = "ds01/slices.py"
 _AREAS = "ds01/storage/areas.py"
 _DOCKER = "deploys/docker.py"
+_REPART = "ds01/gpu/repartition.py"
+_BACKUP_DEPLOY = "deploys/backup.py"
+_RESTIC = "ds01/backup/restic.py"
+_MAINT = "deploys/maintenance.py"
+_MON_DEPLOY = "deploys/monitoring.py"
+_MON_RENDER = "ds01/monitoring/render.py"
+_SLURM_RENDER = "ds01/cluster/render.py"
 
 ENFORCERS: dict[str, By | Info] = {
     # roles.<role>
@@ -192,6 +199,90 @@ ENFORCERS: dict[str, By | Info] = {
     "Schedules.scratch_purge": By("deploys/storage.py", "cron of `ds01 storage purge`"),
     "Schedules.image_prune": By(_DOCKER, "cron of `ds01 images prune`"),
     "Schedules.container_cleanup": By(_DOCKER, "cron of `ds01 docker cleanup`"),
+    "Schedules.usage_report": By("deploys/gpu.py", "cron of `ds01 usage --report`"),
+    "Schedules.backup": By(_BACKUP_DEPLOY, "cron of `ds01 backup run`"),
+    "Schedules.backup_check": By(_BACKUP_DEPLOY, "cron of `ds01 backup check`"),
+    "Schedules.restore_drill": By(_BACKUP_DEPLOY, "cron of `ds01 backup drill`"),
+    "Schedules.security_upgrades": By(_MAINT, "cron of `ds01 maintenance upgrade`"),
+    "Schedules.autoclean": By(_MAINT, "cron of `apt-get autoclean`"),
+    "Schedules.fstrim": By(_MAINT, "cron of `fstrim --all` (Debian's fstrim.timer off)"),
+    "Schedules.logrotate": By(_MAINT, "cron of logrotate (Debian's logrotate.timer off)"),
+    "Schedules.doctor": By(_MAINT, "cron of `ds01 doctor`"),
+    # gpu.layout
+    "GpuLayout.gpus": By(_REPART, "`ds01 gpu layout plan|apply` lays out these GPUs"),
+    "GpuLayout.model": By(_REPART, "a GPU of another model is not touched (plan says so)"),
+    "GpuLayout.mig": By(_REPART, "the GPU instances `ds01 gpu layout apply` creates"),
+    # backup
+    "Backup.repository": By(_RESTIC, "RESTIC_REPOSITORY of every restic run"),
+    "Backup.password_file": By(_RESTIC, "RESTIC_PASSWORD_FILE (never on a command line)"),
+    "Backup.env_file": By(_RESTIC, "credentials read into restic's environment"),
+    "Backup.exclude": By(_RESTIC, "`restic backup --exclude`"),
+    "Backup.exclude_if_present": By(_RESTIC, "`restic backup --exclude-if-present`"),
+    "Backup.exclude_caches": By(_RESTIC, "`restic backup --exclude-caches`"),
+    "Backup.check_subset": By(_RESTIC, "`restic check --read-data-subset`"),
+    "Backup.drill_sample": By("ds01/backup/run.py", "files the restore drill compares"),
+    "Backup.max_age": By("ds01/ops/doctor.py", "`ds01 doctor` warns past it"),
+    "BackupSources.homes": By(_RESTIC, "a path of `restic backup`"),
+    "BackupSources.shared_areas": By(_RESTIC, "paths of `restic backup` (scratch left out)"),
+    "BackupSources.docker_volumes": By(_RESTIC, "a path of `restic backup`"),
+    "BackupSources.etc_ds01": By(_RESTIC, "a path of `restic backup`"),
+    "BackupSources.state": By(_RESTIC, "a path of `restic backup` (the database staged)"),
+    "BackupSources.configs": By(_RESTIC, "paths of `restic backup`"),
+    "BackupSources.extra": By(_RESTIC, "paths of `restic backup`"),
+    "BackupRetention.keep_daily": By(_RESTIC, "`restic forget --keep-daily`"),
+    "BackupRetention.keep_weekly": By(_RESTIC, "`restic forget --keep-weekly`"),
+    "BackupRetention.keep_monthly": By(_RESTIC, "`restic forget --keep-monthly`"),
+    # maintenance
+    "Maintenance.security_upgrades": By(_MAINT, "unattended-upgrades installed and scheduled"),
+    "Maintenance.allow_upgrades": By("ds01/ops/maintenance.py", "packages left out of the "
+                                     "upgrade blacklist"),
+    "Maintenance.journald_max_use": By(_MAINT, "journald SystemMaxUse= drop-in"),
+    "Maintenance.journald_max_retention": By(_MAINT, "journald MaxRetentionSec= drop-in"),
+    "Maintenance.logs_keep": By(_MAINT, "logrotate `rotate` of /var/log/ds01/*"),
+    # monitoring
+    "Monitoring.listen_address": By(_MON_DEPLOY, "where Prometheus, Alertmanager and the "
+                                    "exporters listen"),
+    "Monitoring.retention": By(_MON_DEPLOY, "Prometheus --storage.tsdb.retention.time"),
+    "Monitoring.scrape_interval": By(_MON_RENDER, "prometheus.yml scrape_interval"),
+    "Monitoring.evaluation_interval": By(_MON_RENDER, "prometheus.yml evaluation_interval"),
+    "Monitoring.storage_interval": By(_MON_DEPLOY, "timer of the storage metrics"),
+    "MonitoringPorts.prometheus": By(_MON_RENDER, "Prometheus' listen port"),
+    "MonitoringPorts.alertmanager": By(_MON_RENDER, "Alertmanager's listen port"),
+    "MonitoringPorts.node_exporter": By(_MON_RENDER, "the node exporter's listen port"),
+    "MonitoringPorts.exporter": By(_MON_RENDER, "the DS01 exporter's listen port"),
+    "AlertThresholds.queue_wait": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.job_late_after": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.job_late": By(_MON_RENDER, "alert rule threshold, per job"),
+    "AlertThresholds.sync_stale_after": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.oom_kills": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.oom_window": By(_MON_RENDER, "alert rule window"),
+    "AlertThresholds.filesystem_full_percent": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.quota_full_percent": By(_MON_RENDER, "alert rule threshold"),
+    "AlertThresholds.service_down_for": By(_MON_RENDER, "alert rule `for:`"),
+    "EmailReceiver.to": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "EmailReceiver.sender": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "EmailReceiver.smarthost": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "EmailReceiver.username": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "EmailReceiver.password_file": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "EmailReceiver.require_tls": By(_MON_RENDER, "Alertmanager e-mail receiver"),
+    "WebhookReceiver.url": By(_MON_RENDER, "Alertmanager webhook receiver"),
+    "WebhookReceiver.bearer_token_file": By(_MON_RENDER, "Alertmanager webhook receiver"),
+    "Grafana.enabled": By(_MON_DEPLOY, "Grafana installed and provisioned"),
+    "Grafana.apt_repository": By(_MON_DEPLOY, "the apt source Grafana comes from"),
+    "Grafana.signing_key_url": By(_MON_DEPLOY, "the key that apt source is checked with"),
+    "Grafana.port": By(_MON_RENDER, "Grafana's listen port"),
+    # cluster
+    "Cluster.name": By(_SLURM_RENDER, "slurm.conf ClusterName"),
+    "Cluster.controller": By(_SLURM_RENDER, "slurm.conf SlurmctldHost"),
+    "ClusterNode.address": By(_SLURM_RENDER, "slurm.conf NodeAddr"),
+    "ClusterNode.reserved_memory": By("ds01/cluster/nodes.py", "slurm.conf RealMemory is the "
+                                      "rest"),
+    "NodeGpus.slurm": By(_SLURM_RENDER, "the GPUs in gres.conf"),
+    "NodeGpus.interactive": By(_SLURM_RENDER, "GPUs left out of gres.conf for `ds01 gpu`"),
+    "Partition.nodes": By(_SLURM_RENDER, "slurm.conf PartitionName Nodes="),
+    "Partition.default": By(_SLURM_RENDER, "slurm.conf PartitionName Default="),
+    "Partition.max_time": By(_SLURM_RENDER, "slurm.conf PartitionName MaxTime="),
+    "Accounting.database": By(_SLURM_RENDER, "slurmdbd.conf StorageLoc"),
     # site
     "Site.name": Info("names the slices' descriptions and the simulated GPUs"),
     "Site.cpus": By(_CHECK, "the policy check refuses a limit above it"),

@@ -34,6 +34,7 @@ CRON_JOBS: dict[str, tuple[str, str]] = {
     "scratch_purge": ("ds01 storage purge --quiet", "scratch files past their age"),
     "image_prune": ("ds01 images prune", "unused docker images"),
     "container_cleanup": ("ds01 docker cleanup", "stopped containers past their lifetime"),
+    "usage_report": ("ds01 usage --report", "last month's GPU usage under the reports dir"),
     "backup": ("ds01 backup run", "restic backup, then forget --prune"),
     "backup_check": ("ds01 backup check", "restic check of a data subset"),
     "restore_drill": ("ds01 backup drill", "restore a sample and compare"),

@@ -211,7 +211,7 @@ def test_grafana_needs_its_repository_named(tmp_path):
 
 def test_the_commented_example_in_the_policy_is_valid(tmp_path):
     text = (REPO / "config/resource-allocation.yaml").read_text()
-    example = text.split("\n# monitoring:\n", 1)[1]
+    example = text.split("\n# monitoring:\n", 1)[1].split("\n\n", 1)[0]  # up to the next section
     lines = ["monitoring:"] + [ln[2:] for ln in example.splitlines() if ln.startswith("#   ")]
     p = tmp_path / "p.yaml"
     p.write_text(text + "\n" + "\n".join(lines) + "\n")
