@@ -187,7 +187,9 @@ def drill(policy: Policy, sample: int | None = None, rng: random.Random | None =
     with locked():
         started = time.time()
         listing = restic.call(policy, [restic.RESTIC, "ls", "--json", "latest"])
-        files = [f for f in restic.parse_ls(listing.stdout) if f["size"] > 0]
+        # restic --include takes patterns: a name with \ * ? [ would not name itself
+        files = [f for f in restic.parse_ls(listing.stdout)
+                 if f["size"] > 0 and not any(c in f["path"] for c in "\\*?[")]
         problems: list[str] = []
         picked = rng.sample(files, min(n, len(files))) if files else []
         if listing.returncode != 0 or not picked:

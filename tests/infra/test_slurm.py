@@ -57,10 +57,11 @@ def test_researcher_gets_exactly_the_mig_device_asked_for(vm):
     assert out.rc == 0, out.stderr
     text = out.stdout
     assert "cuda=" in text and "cuda=\n" not in text  # Slurm named the device
-    for allowed in ("/dev/nvidia2:", "nvidia-cap282:", "nvidia-cap283:"):
-        assert f"{allowed} No such device or address" in text, text
-    for denied in ("nvidia-cap291:", "/dev/nvidia3:"):
-        assert f"{denied} Operation not permitted" in text, text
+    caps = "/dev/nvidia-caps/nvidia-cap"
+    for allowed in ("/dev/nvidia2", f"{caps}282", f"{caps}283"):  # the 3g.20gb of GPU 2
+        assert f"'{allowed}' for reading: No such device or address" in text, text
+    for denied in (f"{caps}291", "/dev/nvidia3"):  # GPU 2's 2g.10gb, GPU 3
+        assert f"'{denied}' for reading: Operation not permitted" in text, text
 
 
 def test_accounts_and_qos_follow_the_roles(vm):
