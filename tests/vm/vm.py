@@ -112,6 +112,12 @@ def _customize(root: Path) -> None:
     (root / "etc/ssh/sshd_config.d/ds01-test.conf").write_text(
         "PermitRootLogin prohibit-password\nUseDNS no\nMaxStartups 50:30:100\nMaxSessions 50\n"
     )
+    # The cluster's daemons are baked in only so `tests/run cluster` needs no
+    # package index; a single server has them off, as deploys/slurm.py (which
+    # enables them) would leave it.
+    for unit in ("mariadb.service", "munge.service", "slurmd.service",
+                 "slurmctld.service", "slurmdbd.service"):  # fmt: skip
+        (wants / unit).unlink(missing_ok=True)
     # Daemons that the deploys start must not start by themselves in the image.
     (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
 
