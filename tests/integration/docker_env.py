@@ -298,7 +298,9 @@ class Env:
 
         import docker.types  # noqa: F401  (imported as root: the child cannot read root's site-packages)
 
-        import ds01.cli  # noqa: F401
+        import ds01.cli
+
+        ds01.cli.build_parser()  # imports every command module (and their libraries) as root
 
         r, w = os.pipe()
         pid = os.fork()
