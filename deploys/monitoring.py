@@ -45,9 +45,13 @@ prom_rules = put(f"DS01 alert rules {render.RULES_PATH}", render.rules_yaml(poli
 prom_args = put(f"Prometheus flags /etc/default/prometheus (retention {mon.retention}s)",
                 render.defaults_file(render.prometheus_args(policy)),
                 "/etc/default/prometheus")  # fmt: skip
+# A restart reads the new configuration too; a reload (SIGHUP) sent right after
+# a restart can reach Prometheus before its handler is set and stop it for good
+# (SIGHUP is a clean exit to systemd): found by the idempotence gate.
 systemd.service(name="Prometheus running", service="prometheus.service",
                 running=True, enabled=True, restarted=prom_args.will_change,
-                reloaded=prom_conf.will_change or prom_rules.will_change)  # fmt: skip
+                reloaded=(prom_conf.will_change or prom_rules.will_change)
+                and not prom_args.will_change)  # fmt: skip
 
 # Node exporter: systemd unit states and the textfile collector
 node_args = put("Node exporter flags /etc/default/prometheus-node-exporter",
@@ -71,7 +75,7 @@ am_args = put("Alertmanager flags /etc/default/prometheus-alertmanager",
               "/etc/default/prometheus-alertmanager")  # fmt: skip
 systemd.service(name="Alertmanager running", service="prometheus-alertmanager.service",
                 running=True, enabled=True, restarted=am_args.will_change,
-                reloaded=am_conf.will_change)  # fmt: skip
+                reloaded=am_conf.will_change and not am_args.will_change)  # fmt: skip
 
 # The DS01 exporter, as its own unprivileged user
 server.user(name=f"Exporter system user {EXPORTER_USER}", user=EXPORTER_USER, system=True,
