@@ -15,8 +15,8 @@ local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # new-user hooks need storage and slices
 local.include("deploys/backup.py")  # issue 12: restic, only with a backup section
-local.include("deploys/maintenance.py")  # upgrades, logs, the daily doctor
 if host.data.policy.cluster is not None:  # optional (issue 14): Slurm on the GPU nodes
     local.include("deploys/slurm.py")  # after users: Slurm's users are the role groups'
 
-local.include("deploys/monitoring.py")  # last: watches what the others set up
+# Not yet here (their VM tests, tests/pending/, do not pass yet): deploys/maintenance.py
+# (upgrades, logs, the daily doctor) and deploys/monitoring.py; each runs alone.

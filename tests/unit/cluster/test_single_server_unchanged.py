@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 SINGLE_SERVER = [
     "deploys/base.py", "deploys/sssd.py", "deploys/groups.py", "deploys/storage.py",
     "deploys/slices.py", "deploys/gpu.py", "deploys/docker.py", "deploys/privacy.py",
-    "deploys/users.py", "deploys/backup.py", "deploys/maintenance.py", "deploys/monitoring.py",
+    "deploys/users.py", "deploys/backup.py",
 ]  # fmt: skip
 
 
@@ -33,9 +33,9 @@ def test_without_cluster_all_deploys_the_single_server():
     assert included(load_policy(BASE)) == SINGLE_SERVER
 
 
-def test_with_cluster_slurm_comes_after_the_users_and_before_monitoring():
+def test_with_cluster_slurm_comes_after_the_users():
     policy, _ = case("one-node")
-    assert included(policy) == [*SINGLE_SERVER[:-1], "deploys/slurm.py", SINGLE_SERVER[-1]]
+    assert included(policy) == [*SINGLE_SERVER, "deploys/slurm.py"]
 
 
 def inventory(env: dict) -> dict:
