@@ -14,9 +14,9 @@ local.include("deploys/gpu.py")
 local.include("deploys/docker.py")
 local.include("deploys/privacy.py")
 local.include("deploys/users.py")  # new-user hooks need storage and slices
-local.include("deploys/backup.py")  # issue 12: restic, only with a backup section
+local.include("deploys/backup.py")  # restic, only with a backup section
 if host.data.policy.cluster is not None:  # optional (issue 14): Slurm on the GPU nodes
     local.include("deploys/slurm.py")  # after users: Slurm's users are the role groups'
 
-# Not yet here (their VM tests, tests/pending/, do not pass yet): deploys/maintenance.py
-# (upgrades, logs, the daily doctor) and deploys/monitoring.py; each runs alone.
+local.include("deploys/maintenance.py")  # upgrades, logs, the daily doctor over all of the above
+local.include("deploys/monitoring.py")  # last: it watches what the others set up

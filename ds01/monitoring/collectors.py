@@ -353,19 +353,19 @@ def nvml_families(units: list[dict], read: NvmlReader | None) -> list[Metric]:
 def job_families(records: dict[str, JobRecord]) -> list[Metric]:
     """The last run of every scheduled job (``ds01.jobs.read_all()``)."""
     run = GaugeMetricFamily(
-        "ds01_job_last_run_timestamp_seconds", "when the job's last run finished", labels=["job"]
+        "ds01_job_last_run_timestamp_seconds", "when the job's last run finished", labels=["key"]
     )
     ok = GaugeMetricFamily(
-        "ds01_job_last_success_timestamp_seconds", "when the job last succeeded", labels=["job"]
+        "ds01_job_last_success_timestamp_seconds", "when the job last succeeded", labels=["key"]
     )
     failed = GaugeMetricFamily(
-        "ds01_job_last_failed", "1 if the job's last run failed", labels=["job"]
+        "ds01_job_last_failed", "1 if the job's last run failed", labels=["key"]
     )
     code = GaugeMetricFamily(
-        "ds01_job_last_exit_code", "exit code of the job's last run", labels=["job"]
+        "ds01_job_last_exit_code", "exit code of the job's last run", labels=["key"]
     )
     took = GaugeMetricFamily(
-        "ds01_job_last_duration_seconds", "how long the job's last run took", labels=["job"]
+        "ds01_job_last_duration_seconds", "how long the job's last run took", labels=["key"]
     )
     for key, rec in sorted(records.items()):
         run.add_metric([key], rec["finished"])

@@ -93,7 +93,7 @@ def dashboards(policy: Policy) -> dict[str, dict]:
     jobs = [
         ("Last result (1: failed)", "ds01_job_last_failed", "table", "short", ""),
         ("Since last success", "time() - ds01_job_last_success_timestamp_seconds", "table", "s", ""),
-        ("Duration of the last run", "ds01_job_last_duration_seconds", "timeseries", "s", "{{job}}"),
+        ("Duration of the last run", "ds01_job_last_duration_seconds", "timeseries", "s", "{{key}}"),
         ("DS01 services", 'node_systemd_unit_state{name=~"ds01.*",state="active"}', "table", "short", ""),
     ]  # fmt: skip
     return {

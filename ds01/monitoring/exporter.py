@@ -28,6 +28,7 @@ from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.jobs import JOBS_DIR, read_all
 from ds01.monitoring import collectors
 from ds01.monitoring.collectors import NvmlReader, StorageUse
+from ds01.storage.quota import Usage, read_usages
 
 log = logging.getLogger(__name__)
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -134,9 +135,9 @@ def registry_for(collector: Ds01Collector) -> CollectorRegistry:
     return registry
 
 
-def storage_uses(policy: Policy, repquota_csv: str) -> list[StorageUse]:
-    """The quota area's per-user use from ``repquota -u -C -O csv`` output."""
-    from ds01.storage.quota import KIB, parse_repquota_csv, quota_area
+def storage_uses(policy: Policy, usages: dict[str, Usage]) -> list[StorageUse]:
+    """The quota area's per-user use from ``read_usages``."""
+    from ds01.storage.quota import KIB, quota_area
 
     area = quota_area(policy)
     name = next((n for n, a in policy.storage.areas.items() if a is area), "")
@@ -148,7 +149,7 @@ def storage_uses(policy: Policy, repquota_csv: str) -> list[StorageUse]:
             quota_bytes=u.hard_kib * KIB,
             files=u.files,
         )  # fmt: skip
-        for u in parse_repquota_csv(repquota_csv).values()
+        for u in usages.values()
         if not u.name.isdigit() and u.name != "root"
     ]
 
@@ -167,9 +168,7 @@ def write_storage_textfile(policy: Policy, directory: str = TEXTFILE_DIR) -> int
     fs = policy.storage.quota_filesystem
     uses: list[StorageUse] = []
     if fs is not None:
-        proc = subprocess.run(["repquota", "-u", "-C", "-O", "csv", fs],
-                              capture_output=True, text=True, check=True)  # fmt: skip
-        uses = storage_uses(policy, proc.stdout)
+        uses = storage_uses(policy, read_usages(fs))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(collectors.storage_families(uses)))
     write_to_textfile(os.path.join(directory, STORAGE_TEXTFILE), registry)

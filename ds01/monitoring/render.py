@@ -182,16 +182,16 @@ def rules(policy: Policy) -> dict:
                "warning", "a user has waited over " + _d(a.queue_wait) + " for a {{ $labels.kind }} unit",
                "ds01 gpu status: who holds what, for how long; ask idle holders to stop, or "
                "change the MIG layout"),
-        _alert("Ds01DirectorySyncRefused", f'ds01_job_last_failed{{job="{SYNC_JOB}"}} == 1', 0,
+        _alert("Ds01DirectorySyncRefused", f'ds01_job_last_failed{{key="{SYNC_JOB}"}} == 1', 0,
                "critical", "the directory sync failed or refused to remove users",
                "read /var/log/ds01 sync log; `ds01 users sync --dry-run` shows the plan; a refusal "
                "means the directory shrank by more than identity.sync.max_drop_fraction"),
         _alert("Ds01DirectorySyncStale",
-               f'time() - ds01_job_last_success_timestamp_seconds{{job="{SYNC_JOB}"}} > {a.sync_stale_after}',
+               f'time() - ds01_job_last_success_timestamp_seconds{{key="{SYNC_JOB}"}} > {a.sync_stale_after}',
                0, "warning", "no successful directory sync for over " + _d(a.sync_stale_after),
                "check the users_sync schedule (cron) and the directory's reachability"),
-        _alert("Ds01JobFailed", f'ds01_job_last_failed{{job!="{SYNC_JOB}"}} == 1', 0, "warning",
-               "scheduled job {{ $labels.job }} failed",
+        _alert("Ds01JobFailed", f'ds01_job_last_failed{{key!="{SYNC_JOB}"}} == 1', 0, "warning",
+               "scheduled job {{ $labels.key }} failed",
                "cat /var/lib/ds01/jobs/JOB.json; the job's log in journalctl or /var/log/ds01; "
                "run it by hand: ds01 job run JOB -- COMMAND"),
     ]  # fmt: skip
@@ -199,15 +199,15 @@ def rules(policy: Policy) -> dict:
     others = "|".join([SYNC_JOB, *special])
     out.append(_alert(
         "Ds01JobLate",
-        f'time() - ds01_job_last_success_timestamp_seconds{{job!~"{others}"}} > {a.job_late_after}',
-        0, "warning", "scheduled job {{ $labels.job }} has not succeeded for over "
+        f'time() - ds01_job_last_success_timestamp_seconds{{key!~"{others}"}} > {a.job_late_after}',
+        0, "warning", "scheduled job {{ $labels.key }} has not succeeded for over "
         + _d(a.job_late_after),
         "is the job scheduled (crontab, systemctl list-timers)? did it fail (Ds01JobFailed)?",
     ))  # fmt: skip
     for key in special:
         out.append(_alert(
             "Ds01JobLate",
-            f'time() - ds01_job_last_success_timestamp_seconds{{job="{key}"}} > {a.job_late[key]}',
+            f'time() - ds01_job_last_success_timestamp_seconds{{key="{key}"}} > {a.job_late[key]}',
             0, "warning", f"scheduled job {key} has not succeeded for over {_d(a.job_late[key])}",
             "is the job scheduled (crontab, systemctl list-timers)? did it fail (Ds01JobFailed)?",
         ))  # fmt: skip

@@ -60,18 +60,13 @@ class System:
         return r.stdout.splitlines() if r.returncode == 0 else None
 
     def repquota(self, filesystem: str) -> dict[str, int] | None:
-        r = subprocess.run(["repquota", "-u", filesystem], capture_output=True, text=True)
-        if r.returncode != 0:
+        """User -> hard block limit (KiB); ``None`` when repquota fails."""
+        from ds01.storage.quota import read_usages
+
+        try:
+            return {name: u.hard_kib for name, u in read_usages(filesystem).items()}
+        except (OSError, subprocess.CalledProcessError, ValueError):
             return None
-        out, body = {}, False
-        for line in r.stdout.splitlines():
-            if line.startswith("----"):
-                body = True
-                continue
-            f = line.split()
-            if body and len(f) >= 5 and f[2].isdigit() and f[4].isdigit():
-                out[f[0]] = int(f[4])
-        return out
 
     def members(self, group: str) -> list[str]:
         try:

@@ -69,6 +69,16 @@ def parse_repquota_csv(text: str) -> dict[str, Usage]:
     return out
 
 
+REPQUOTA = ("repquota", "-u", "-C", "-O", "csv")  # -C: a name lookup per user, which
+# finds directory users (SSSD does not enumerate; without it they show as '#UID')
+
+
+def read_usages(filesystem: str) -> dict[str, Usage]:
+    """Every user's usage and limits on ``filesystem`` (root only)."""
+    proc = subprocess.run([*REPQUOTA, filesystem], capture_output=True, text=True, check=True)
+    return parse_repquota_csv(proc.stdout)
+
+
 def apply_user(policy: Policy, user: str, role: str) -> None:
     """Set ``user``'s limit on the quota filesystem (new-user hook; idempotent)."""
     fs = policy.storage.quota_filesystem

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 SINGLE_SERVER = [
     "deploys/base.py", "deploys/sssd.py", "deploys/groups.py", "deploys/storage.py",
     "deploys/slices.py", "deploys/gpu.py", "deploys/docker.py", "deploys/privacy.py",
-    "deploys/users.py", "deploys/backup.py",
+    "deploys/users.py", "deploys/backup.py", "deploys/maintenance.py", "deploys/monitoring.py",
 ]  # fmt: skip
 
 
@@ -35,7 +35,7 @@ def test_without_cluster_all_deploys_the_single_server():
 
 def test_with_cluster_slurm_comes_after_the_users():
     policy, _ = case("one-node")
-    assert included(policy) == [*SINGLE_SERVER, "deploys/slurm.py"]
+    assert included(policy) == [*SINGLE_SERVER[:-2], "deploys/slurm.py", *SINGLE_SERVER[-2:]]
 
 
 def inventory(env: dict) -> dict:

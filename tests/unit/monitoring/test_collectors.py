@@ -14,6 +14,7 @@ from ds01 import jobs
 from ds01.config import load_policy
 from ds01.monitoring import collectors
 from ds01.monitoring.exporter import Ds01Collector, registry_for, storage_uses
+from ds01.storage.quota import parse_repquota_csv
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[2]
@@ -136,6 +137,16 @@ def test_gpu_units_leases_and_queue_from_the_allocator_snapshot(policy, tmp_path
     assert value(found, "ds01_gpu_queue_entries", user="c.rivera", role="researcher") == 1
 
 
+def test_no_metric_label_is_one_prometheus_sets_on_the_target(policy, tmp_path):
+    """``job`` and ``instance`` are the target's labels: an exported one is renamed
+    ``exported_job`` on ingestion, and a rule selecting on it matches nothing."""
+    jobs.record("users_sync", T0, T0 + 1, 1, tmp_path)
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=str(tmp_path / "none"),
+                                  jobs_dir=tmp_path, clock=lambda: T0 + 900))  # fmt: skip
+    labels = {k for _, lab in found for k, _ in lab}
+    assert "key" in labels and not labels & {"job", "instance"}
+
+
 def test_nvml_readings_and_errors():
     units = [{"uuid": "GPU-a", "gpu": 0, "kind": "gpu"}, {"uuid": "MIG-b", "gpu": 1, "kind": "1g.5gb"},
              {"uuid": "GPU-c", "gpu": 2, "kind": "gpu"}]  # fmt: skip
@@ -160,7 +171,7 @@ def test_job_records_written_by_ds01_job(tmp_path):
     fams = {f.name: f for f in collectors.job_families(jobs.read_all(tmp_path))}
 
     def by_job(name):
-        return {s.labels["job"]: s.value for s in fams[name].samples}
+        return {s.labels["key"]: s.value for s in fams[name].samples}
 
     assert by_job("ds01_job_last_failed") == {"image_prune": 0, "scratch_purge": 1, "users_sync": 1}
     assert by_job("ds01_job_last_success_timestamp_seconds") == {"image_prune": 52.0, "users_sync": 103.5}
@@ -178,7 +189,7 @@ def test_storage_from_repquota(policy):
         "j.doe@example.lan,ok,ok,4096,0,0,,3,0,0,\n"
         "#4242,ok,ok,8,0,0,,1,0,0,\n"
     )
-    uses = storage_uses(policy, csv)
+    uses = storage_uses(policy, parse_repquota_csv(csv))
     area = next(n for n, a in policy.storage.areas.items() if a.quota)
     assert [(u.user, u.area, u.used_bytes, u.quota_bytes, u.files) for u in uses] == [
         (STUDENT, area, 1 << 30, 50 << 30, 1200), (RESEARCHER, area, 4 << 20, 0, 3),
