@@ -101,7 +101,7 @@ unit_service = files.template(
     src=str(TEMPLATES / "ds01-docker.service.j2"), dest="/etc/systemd/system/ds01-docker.service",
     user="root", group="root", mode="0644",
     real_socket=dk.real_socket, state_dir=policy.gpu.state_dir,
-    runtime_dir=policy.gpu.runtime_dir, build=build,
+    runtime_dir=policy.gpu.runtime_dir, dcgm_job_map_dir=policy.gpu.dcgm_job_map_dir, build=build,
     policy_sha=hashlib.sha256(open(host.data.policy_file, "rb").read()).hexdigest(),
 )  # fmt: skip
 systemd.service(

@@ -53,16 +53,20 @@ files.template(
     name=f"GPU status directory {gpu.runtime_dir} at boot: /etc/tmpfiles.d/ds01-gpu.conf",
     src=str(TEMPLATES / "ds01-gpu.tmpfiles.j2"), dest="/etc/tmpfiles.d/ds01-gpu.conf",
     user="root", group="root", mode="0644", runtime_dir=gpu.runtime_dir,
+    dcgm_job_map_dir=gpu.dcgm_job_map_dir,
 )  # fmt: skip
 files.directory(name=f"GPU status directory {gpu.runtime_dir} now", path=gpu.runtime_dir,
                 user="root", group="root", mode="0755")  # fmt: skip
+if gpu.dcgm_job_map_dir:
+    files.directory(name=f"dcgm-exporter job-mapping directory {gpu.dcgm_job_map_dir}",
+                    path=gpu.dcgm_job_map_dir, user="root", group="root", mode="0755")  # fmt: skip
 
 service = files.template(
     name="Reconciler unit /etc/systemd/system/ds01-gpu-reconcile.service",
     src=str(TEMPLATES / "ds01-gpu-reconcile.service.j2"),
     dest="/etc/systemd/system/ds01-gpu-reconcile.service",
     user="root", group="root", mode="0644",
-    state_dir=gpu.state_dir, runtime_dir=gpu.runtime_dir,
+    state_dir=gpu.state_dir, runtime_dir=gpu.runtime_dir, dcgm_job_map_dir=gpu.dcgm_job_map_dir,
     timeout=max(gpu.reconcile_interval, 60),
 )  # fmt: skip
 timer = files.template(

@@ -410,6 +410,9 @@ class Gpu(Strict):
     history_retention: Duration = 30 * 86400
     # The desired partitioning (issue 11); GPUs not listed are left as they are.
     layout: list[GpuLayout] = []
+    # Where the allocator writes dcgm-exporter's job-mapping files (its
+    # --hpc-job-mapping-dir), so DCGM's metrics carry the holder; null: none.
+    dcgm_job_map_dir: AbsPath | None = None
 
     @model_validator(mode="after")
     def _serials(self) -> Gpu:

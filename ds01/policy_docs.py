@@ -172,6 +172,7 @@ ENFORCERS: dict[str, By | Info] = {
     "Gpu.reconcile_interval": By(_REAP, "the reconcile timer (deploys/gpu.py)"),
     "Gpu.bare_metal_roles": By(_DOCKER, "group of /dev/nvidia* (modprobe and udev)"),
     "Gpu.history_retention": By("ds01/gpu/store.py", "events and ended queue entries pruned"),
+    "Gpu.dcgm_job_map_dir": By("ds01/gpu/dcgm.py", "dcgm-exporter's job-mapping files per GPU"),
     "SimulatedGpu.name": By("ds01/gpu/simulated.py", "the GPU's model name"),
     "SimulatedGpu.serial": By("ds01/gpu/simulated.py", "the UUID is derived from it"),
     "SimulatedGpu.memory": By("ds01/gpu/simulated.py", "the GPU's memory"),

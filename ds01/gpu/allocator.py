@@ -39,6 +39,7 @@ from typing import TypeVar
 
 from ds01.config import Policy
 from ds01.gpu import placement
+from ds01.gpu.dcgm import write_job_map
 from ds01.gpu.invariants import InvariantsMixin
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE, Layout, Unit
 from ds01.gpu.placement import EPSILON
@@ -124,8 +125,8 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     # -- the store ---------------------------------------------------------
 
-    def _tx(self):
-        return self.store.tx()
+    def _tx(self, op: str = "other"):
+        return self.store.tx(op)
 
     def _read(self):
         return self.store.read()
@@ -151,6 +152,8 @@ class Allocator(QueueMixin, InvariantsMixin):
         with self._read():
             data = self._snapshot()
         write_snapshot(self.snapshot_path, data)
+        if self.policy.gpu.dcgm_job_map_dir:
+            write_job_map(self.policy.gpu.dcgm_job_map_dir, data)
 
     def transaction(self):
         """A raw write transaction (tests, repairs by hand)."""
@@ -161,7 +164,7 @@ class Allocator(QueueMixin, InvariantsMixin):
     ) -> T:
         """The reaper's state of ``container`` through ``step`` (which returns the
         new state and a result), read and stored in one transaction."""
-        with self._tx():
+        with self._tx("reaper"):
             rows = self._rows("SELECT * FROM reaper WHERE container = ?", (container,))
             old = (
                 ReaperState(**{k: v for k, v in rows[0].items() if k != "container"})
@@ -339,7 +342,7 @@ class Allocator(QueueMixin, InvariantsMixin):
             raise GpuDenied(
                 f"the number of GPU units must be a whole number of 1 or more, not {count!r}"
             )
-        with self._tx():
+        with self._tx("assign"):
             now = self.clock()
             self._expire(now)
             self._check_kind(kind, role, user)
@@ -407,7 +410,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         Raises :class:`GpuBlocked` when a target is held, reserved for the
         queue, drained or gone; :class:`GpuDenied` when holding it would take
         the user over quota."""
-        with self._tx():
+        with self._tx("allocate"):
             now = self.clock()
             self._expire(now)
             c = self._container(container)
@@ -534,7 +537,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         (at once with ``hold=False``: the idle reaper stopped it).
         Unknown containers and repeated calls are no-ops, and so is a stop
         older than the current allocation (a late event of an earlier run)."""
-        with self._tx():
+        with self._tx("release"):
             now = self.clock()
             self._expire(now)
             c = self._container(container)
@@ -567,7 +570,7 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     def forget(self, container: str) -> None:
         """The container was removed: free its units and drop its record."""
-        with self._tx():
+        with self._tx("forget"):
             now = self.clock()
             self._expire(now)
             if self._container(container) is None:
@@ -583,7 +586,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         """Release units whose hold ran out, pass on expired reservations, and
         drop history older than ``gpu.history_retention`` (the reconciler
         calls this every ``gpu.reconcile_interval``)."""
-        with self._tx():
+        with self._tx("expire"):
             now = self.clock()
             self._expire(now)
             self._prune(now)
@@ -602,7 +605,7 @@ class Allocator(QueueMixin, InvariantsMixin):
     def admin_release(self, uuid: str, by: str) -> str | None:
         """Take a unit back from its holder now (the container keeps running
         without its reservation). Returns the container that held it."""
-        with self._tx():
+        with self._tx("admin_release"):
             now = self.clock()
             self._expire(now)
             row = self._unit_row(uuid)
@@ -620,7 +623,7 @@ class Allocator(QueueMixin, InvariantsMixin):
     def drain(self, uuid: str, by: str, drained: bool = True) -> None:
         """Take a unit out of the pool (or put it back). Its current holder keeps
         it until release; nobody is assigned or allocated it meanwhile."""
-        with self._tx():
+        with self._tx("drain"):
             now = self.clock()
             self._expire(now)
             row = self._unit_row(uuid)
@@ -650,7 +653,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         re-partitioning (reservations go back to the queue, and units that
         appear on them meanwhile stay out too). Returns the units of those
         GPUs still held, old layout included: they must be let go first."""
-        with self._tx():
+        with self._tx("drain_gpus"):
             now = self.clock()
             self._expire(now)
             for index in indexes:
@@ -679,7 +682,7 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     def resume_gpus(self, indexes: list[int]) -> None:
         """Put back what :meth:`drain_gpus` took out (an admin's own drains stay)."""
-        with self._tx():
+        with self._tx("resume_gpus"):
             now = self.clock()
             self._expire(now)
             for index in indexes:
@@ -730,7 +733,7 @@ class Allocator(QueueMixin, InvariantsMixin):
         unread = layout.unread_gpus()
         units = {u.uuid: u for u in layout.units()}
         position = {uuid: i for i, uuid in enumerate(units)}
-        with self._tx():
+        with self._tx("reconcile"):
             known = {r["uuid"]: r for r in self._rows("SELECT uuid, present, gpu_index FROM units")}
             drains = {r["gpu_index"]: r["by"] for r in self._rows("SELECT * FROM layout_drains")}
             added, missing = [], []
@@ -852,6 +855,7 @@ class Allocator(QueueMixin, InvariantsMixin):
                 }
                 for e in self._queue()
             ],
+            "decisions": self.store.decisions(),
             "warnings": [
                 {
                     "container": r["container"],

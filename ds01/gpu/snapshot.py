@@ -20,6 +20,9 @@ from typing import Any
 from ds01.config import Policy
 
 SNAPSHOT_NAME = "status.json"
+# A unit's states in the snapshot in which a container holds it (a stopped
+# container's hold, until gpu_hold_after_stop, is still its GPU).
+HELD_STATES = ("allocated", "held")
 _TMP_PREFIX = ".status."
 
 

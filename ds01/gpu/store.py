@@ -7,6 +7,9 @@ half-done. Writers queue on an ``flock`` first: the kernel wakes the next one
 at once (SQLite's busy handler would poll with sleeps) and frees the lock of a
 killed process. A refusal (:class:`~ds01.gpu.results.GpuError`) still commits
 the housekeeping done before it; any other error rolls everything back.
+Each decision that writes records its latency (waiting for the lock included:
+what the caller waits) in a histogram per operation, the ``decisions`` table,
+which the status snapshot carries to the exporter.
 
 The database is root's alone (who holds what, since when, who waits): it is
 created 0600, and SQLite gives its -wal and -shm files the same mode; users
@@ -16,8 +19,10 @@ read the status snapshot instead (:mod:`ds01.gpu.snapshot`).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypedDict
@@ -25,8 +30,10 @@ from typing import Any, TypedDict
 from ds01 import events
 from ds01.gpu.results import GpuError
 
-SCHEMA_VERSION = 3  # 2: index events_at (retention); 3: leases, waits, layout_drains
+SCHEMA_VERSION = 4  # 2: index events_at (retention); 3: leases, waits, layout_drains; 4: decisions
 DB_NAME = "gpu/allocator.sqlite3"
+# Upper bounds (seconds) of the decision-latency histogram's buckets; +Inf is the count.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -132,6 +139,14 @@ CREATE TABLE IF NOT EXISTS layout_drains (
     gpu_index INTEGER PRIMARY KEY,
     by TEXT NOT NULL,
     since REAL NOT NULL
+);
+-- Decision latency per operation, cumulative since the database was made:
+-- buckets is a JSON list of counts aligned with LATENCY_BUCKETS (cumulative).
+CREATE TABLE IF NOT EXISTS decisions (
+    op TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    buckets TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS units_holder ON units(holder);
 CREATE INDEX IF NOT EXISTS targets_uuid ON targets(uuid);
@@ -264,24 +279,28 @@ class Store:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One decision: BEGIN IMMEDIATE ... COMMIT (see the module docstring)."""
+    def tx(self, op: str = "other") -> Iterator[sqlite3.Connection]:
+        """One decision: BEGIN IMMEDIATE ... COMMIT (see the module docstring);
+        ``op`` names it in the latency histogram."""
+        started = time.monotonic()
         with self.locked():
             self.db.execute("BEGIN IMMEDIATE")
             changes = self.db.total_changes
             try:
                 yield self.db
             except GpuError:
-                self._commit(changes)
+                self._commit(changes, op, started)
                 raise
             except BaseException:
                 self.db.execute("ROLLBACK")
                 self._pending.clear()
                 raise
-            self._commit(changes)
+            self._commit(changes, op, started)
 
-    def _commit(self, changes_before: int) -> None:
+    def _commit(self, changes_before: int, op: str, started: float) -> None:
         changed = self.db.total_changes != changes_before
+        if changed:  # a no-op (a reconcile that found nothing) is no decision to time
+            self._record_latency(op, time.monotonic() - started)
         self.db.execute("COMMIT")
         self._commit_events()
         self.after_commit(changed)
@@ -290,6 +309,27 @@ class Store:
         pending, self._pending = self._pending, []
         for ev in pending:  # the platform's event log (issue 12) sees only what was committed
             events.emit("gpu_" + ev.pop("what").replace(" ", "_"), **ev)
+
+    def _record_latency(self, op: str, seconds: float) -> None:
+        row = self.db.execute(
+            "SELECT count, sum, buckets FROM decisions WHERE op = ?", (op,)
+        ).fetchone()
+        count, total, buckets = (row[0], row[1], json.loads(row[2])) if row else (0, 0.0, [])
+        buckets = (buckets + [0] * len(LATENCY_BUCKETS))[: len(LATENCY_BUCKETS)]
+        buckets = [n + (seconds <= le) for n, le in zip(buckets, LATENCY_BUCKETS, strict=True)]
+        self.db.execute(
+            "INSERT OR REPLACE INTO decisions(op, count, sum, buckets) VALUES (?, ?, ?, ?)",
+            (op, count + 1, total + seconds, json.dumps(buckets)),
+        )
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        """op -> {count, sum, buckets: [[le, cumulative count], ...]} (in a read)."""
+        rows = self.db.execute("SELECT op, count, sum, buckets FROM decisions ORDER BY op")
+        return {
+            op: {"count": count, "sum": round(total, 6),
+                 "buckets": [[le, n] for le, n in zip(LATENCY_BUCKETS, json.loads(b), strict=True)]}
+            for op, count, total, b in rows
+        }  # fmt: skip
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -22,8 +22,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
+from ds01.gpu.snapshot import HELD_STATES
 from ds01.jobs import JobRecord
 from ds01.names import ROOT_SLICE, role_slice, systemd_unescape
 
@@ -209,7 +215,6 @@ def slice_families(
 # GPUs: the allocator's status snapshot, NVML where present
 # --------------------------------------------------------------------------
 
-HELD_STATES = ("allocated", "held")
 
 
 def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> list[Metric]:
@@ -292,6 +297,14 @@ def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> 
     )
     for w in snapshot.get("warnings", []):
         warned.add_metric([w["user"], w["container"]], 1)
+    latency = HistogramMetricFamily(
+        "ds01_gpu_decision_seconds",
+        "time an allocator decision took, waiting for the lock included, by operation",
+        labels=["op"],
+    )
+    for op, d in sorted(snapshot.get("decisions", {}).items()):
+        buckets = [(repr(float(le)), n) for le, n in d["buckets"]] + [("+Inf", d["count"])]
+        latency.add_metric([op], buckets, d["sum"])
     return [
         up,
         age,
@@ -306,6 +319,7 @@ def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> 
         qmine,
         total,
         warned,
+        latency,
     ]
 
 

@@ -65,6 +65,8 @@ def dashboards(policy: Policy) -> dict[str, dict]:
         ("Queue length", "ds01_gpu_queue_length_total", "timeseries", "short", "queue"),
         ("Longest wait in the queue", "max(ds01_gpu_queue_oldest_wait_seconds) or vector(0)", "timeseries", "s", "oldest"),
         ("Hold time per unit", "ds01_gpu_unit_held_seconds", "table", "s", ""),
+        ("Allocator decision time (mean)", "ds01_gpu_decision_seconds_sum / ds01_gpu_decision_seconds_count",
+         "timeseries", "s", "{{op}}"),
     ]
     if nvml:
         overview += [

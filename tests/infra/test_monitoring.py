@@ -128,7 +128,12 @@ def test_per_user_metrics_show_both_users_containers(vm, two_users_containers):
     (lease,) = wait_for("the student's GPU lease", lambda: query(vm, f'ds01_gpu_leases{{user="{S1}"}}'))
     # >= 1: an earlier test's stopped container may still be held (gpu_hold_after_stop)
     assert lease["metric"]["role"] == "student" and float(lease["value"][1]) >= 1
-    assert query(vm, f'ds01_gpu_unit_holder{{user="{S1}",container="mon-{S1}"}}')
+    (unit,) = query(vm, f'ds01_gpu_unit_holder{{user="{S1}",container="mon-{S1}"}}')
+    # dcgm-exporter's job map: the file named by the GPU's index names the holder
+    job_map = vm.file(f"/run/dcgm-job-map/{unit['metric']['gpu']}")
+    assert f"{S1}/mon-{S1}" in job_map.content_string.splitlines() and job_map.mode == 0o644
+    # the allocator's decisions are timed (this container's allocate among them)
+    assert query(vm, 'ds01_gpu_decision_seconds_count{op="allocate"} >= 1')
     assert not query(vm, f'ds01_gpu_leases{{user="{RES}"}}')
 
 

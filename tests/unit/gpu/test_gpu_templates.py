@@ -51,13 +51,26 @@ def test_sudoers_rule_allows_only_queue_changes_and_usage():
 def test_units_carry_the_policy_values(policy):
     gpu = policy.gpu
     service = render("ds01-gpu-reconcile.service.j2", state_dir=gpu.state_dir,
-                     runtime_dir=gpu.runtime_dir, timeout=60)  # fmt: skip
+                     runtime_dir=gpu.runtime_dir, timeout=60, dcgm_job_map_dir=None)  # fmt: skip
     assert "ExecStart=/usr/local/bin/ds01 job run gpu_reconcile -- /usr/local/bin/ds01 gpu reconcile" in service
     assert f"ReadWritePaths={gpu.state_dir} {gpu.runtime_dir}" in service
     timer = render("ds01-gpu-reconcile.timer.j2", interval=gpu.reconcile_interval)
     assert f"OnUnitActiveSec={gpu.reconcile_interval}s" in timer
-    tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir)
-    assert tmpfiles.splitlines()[-1] == f"d {gpu.runtime_dir} 0755 root root -"
+    tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir, dcgm_job_map_dir=None)
+    assert tmpfiles.endswith(f"\nd {gpu.runtime_dir} 0755 root root -\n")
+
+
+def test_the_dcgm_job_map_directory_is_made_at_boot_and_writable_by_the_allocator(policy):
+    gpu = policy.gpu
+    tmpfiles = render("ds01-gpu.tmpfiles.j2", runtime_dir=gpu.runtime_dir,
+                      dcgm_job_map_dir="/run/dcgm-job-map")  # fmt: skip
+    lines = tmpfiles.splitlines()
+    assert f"d {gpu.runtime_dir} 0755 root root -" in lines
+    assert lines[-1] == "d /run/dcgm-job-map 0755 root root -"
+    service = render("ds01-gpu-reconcile.service.j2", state_dir=gpu.state_dir,
+                     runtime_dir=gpu.runtime_dir, timeout=60, dcgm_job_map_dir="/run/dcgm-job-map")  # fmt: skip
+    rw = next(x for x in service.splitlines() if x.startswith("ReadWritePaths="))
+    assert rw.endswith(" -/run/dcgm-job-map")
 
 
 def test_layout_unit_runs_before_docker_and_the_reconciler():

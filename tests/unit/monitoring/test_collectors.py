@@ -135,6 +135,10 @@ def test_gpu_units_leases_and_queue_from_the_allocator_snapshot(policy, tmp_path
     assert value(found, "ds01_gpu_queue_length", kind="gpu") == 1
     assert value(found, "ds01_gpu_queue_oldest_wait_seconds", kind="gpu") == 900 - 600
     assert value(found, "ds01_gpu_queue_entries", user="c.rivera", role="researcher") == 1
+    # the allocator's decisions, timed: three assigns, three allocates, two enqueues
+    assert value(found, "ds01_gpu_decision_seconds_count", op="assign") == 3
+    assert value(found, "ds01_gpu_decision_seconds_bucket", op="allocate", le="+Inf") == 3
+    assert 0 < value(found, "ds01_gpu_decision_seconds_sum", op="assign") < 5
 
 
 def test_no_metric_label_is_one_prometheus_sets_on_the_target(policy, tmp_path):
