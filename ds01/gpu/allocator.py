@@ -822,6 +822,9 @@ class Allocator(QueueMixin, InvariantsMixin):
             return self._snapshot()
 
     def _snapshot(self) -> dict:
+        # since when the idle reaper has seen each container idle (its rule's sense)
+        idle = {r["container"]: r["idle_since"] for r in self._rows(
+            "SELECT container, idle_since FROM reaper WHERE idle_since IS NOT NULL")}  # fmt: skip
         return {
             "at": self.clock(),
             "units": [
@@ -834,6 +837,7 @@ class Allocator(QueueMixin, InvariantsMixin):
                     "container": s.holder,
                     "user": s.user,
                     "since": s.since,
+                    "idle_since": idle.get(s.holder) if s.holder else None,
                     "release_at": s.release_at,
                     "reserved_for": s.reserved_for,
                     "reserved_until": s.reserved_until,

@@ -245,6 +245,11 @@ def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> 
         "how long the unit has been held by its container",
         labels=[*unit_labels, "user"],
     )
+    idle_for = GaugeMetricFamily(
+        "ds01_gpu_unit_idle_seconds",
+        "how long the idle reaper has seen the unit's container idle (by its role's idle rule)",
+        labels=[*unit_labels, "user"],
+    )
     leases = GaugeMetricFamily(
         "ds01_gpu_leases", "units held by the user's containers", labels=["user", "role"]
     )
@@ -262,6 +267,8 @@ def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> 
             holder.add_metric([*labels, user, role_of.get(user, ""), u.get("container") or ""], 1)
             if u.get("since") is not None:
                 held_for.add_metric([*labels, user], max(0.0, now - u["since"]))
+            if u.get("idle_since") is not None:
+                idle_for.add_metric([*labels, user], max(0.0, now - u["idle_since"]))
             count[user] += 1
             held[user] += u["weight"]
     for user in sorted(count):
@@ -312,6 +319,7 @@ def gpu_families(snapshot: dict | None, now: float, role_of: dict[str, str]) -> 
         state,
         holder,
         held_for,
+        idle_for,
         leases,
         equiv,
         qlen,

@@ -99,8 +99,10 @@ def gather(
         for u in snap["units"]
     ]
     idle_warned = {w["container"] for w in snap.get("warnings", [])}
-    for u in units:
+    for u, raw in zip(units, snap["units"], strict=True):
         u["idle_warned"] = u["container"] in idle_warned
+        since = raw.get("idle_since")
+        u["idle_for"] = None if since is None or u["held_for"] is None else max(0.0, now - since)
     out: dict[str, Any] = {
         "at": now,
         "user": user,
@@ -190,7 +192,9 @@ def text(data: dict) -> str:
     for u in g["units"]:
         who = f"{u['user']} ({u['container']})" if u["user"] else ""
         held = f"held {_ago(u['held_for'])}" if u["held_for"] is not None else ""
-        idle = "  idle: warned" if u["idle_warned"] else ""
+        notes = [f"idle {_ago(u['idle_for'])}"] if u["idle_for"] is not None else []
+        notes += ["idle: warned"] if u["idle_warned"] else []
+        idle = "  " + ", ".join(notes) if notes else ""
         rows.append(
             f"  GPU {u['gpu']} {u['kind']:<8} {u['state']:<9} {who:<40} {held}{idle}".rstrip()
         )

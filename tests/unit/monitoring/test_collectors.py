@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ds01 import jobs
 from ds01.config import load_policy
+from ds01.gpu.results import ReaperState
 from ds01.monitoring import collectors
 from ds01.monitoring.exporter import Ds01Collector, registry_for, storage_uses
 from ds01.storage.quota import parse_repquota_csv
@@ -108,6 +109,7 @@ def test_gpu_units_leases_and_queue_from_the_allocator_snapshot(policy, tmp_path
         alloc.enqueue("c.rivera", "researcher", "gpu")
         clock.advance(120)
         alloc.enqueue(STUDENT, "student", "2g.10gb")
+        alloc.update_reaper("train-1", lambda s: (ReaperState(idle_checks=2, idle_since=T0 + 300), None))
     finally:
         alloc.close()
     snapshot = str(tmp_path / "gpu/status.json")
@@ -129,6 +131,9 @@ def test_gpu_units_leases_and_queue_from_the_allocator_snapshot(policy, tmp_path
     assert value(found, "ds01_gpu_held_equivalents", user=STUDENT, role="student") == weights[student_unit["unit"]] < 1
     assert value(found, "ds01_gpu_unit_held_seconds", unit=student_unit["unit"], gpu=student_unit["gpu"],
                  kind="1g.5gb", user=STUDENT) == 900  # fmt: skip
+    assert value(found, "ds01_gpu_unit_idle_seconds", unit=student_unit["unit"], gpu=student_unit["gpu"],
+                 kind="1g.5gb", user=STUDENT) == 600  # fmt: skip
+    assert [n for n, _ in found if n == "ds01_gpu_unit_idle_seconds"] == ["ds01_gpu_unit_idle_seconds"]
     states = [dict(lab)["state"] for n, lab in found if n == "ds01_gpu_unit_state"]
     assert states.count("allocated") == 4 and "free" in states
     assert value(found, "ds01_gpu_queue_length_total") == 2

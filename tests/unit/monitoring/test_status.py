@@ -11,6 +11,7 @@ import pytest
 
 from ds01 import jobs
 from ds01.config import load_policy
+from ds01.gpu.results import ReaperState
 from ds01.monitoring import status
 from ds01.storage.quota import Usage
 
@@ -38,6 +39,9 @@ def snapshot(policy, tmp_path):
     alloc.allocate("big")
     clock.advance(60)
     alloc.enqueue("c.rivera", "researcher", "gpu")
+    # the reaper has seen the student's container idle since T0 + 600
+    alloc.update_reaper("train-1", lambda s: (ReaperState(idle_checks=3, idle_since=T0 + 600,
+                                                          last_check=T0 + 60), None))  # fmt: skip
     alloc.close()
     return json.loads((tmp_path / "gpu/status.json").read_text())
 
@@ -57,7 +61,9 @@ def test_a_user_sees_units_queue_and_their_own_use(policy, snapshot, tmp_path):
     assert mine["storage"] == {"used": 1 << 30, "quota": 50 << 30, "files": 1200}
     assert "users" not in data and "jobs" not in data and "alerts" not in data  # admins only
     screen = status.text(data)
-    assert f"{STUDENT} (train-1)" in screen and "held 1h01m" in screen
+    assert f"{STUDENT} (train-1)" in screen and "held 1h01m  idle 51m" in screen
+    assert held[0]["idle_for"] == 3660 - 600
+    assert all(u["idle_for"] is None for u in data["gpu"]["units"] if u["container"] != "train-1")
     assert "c.rivera" in screen and "for 1h00m" in screen
     assert "OOM kills   2" in screen and "containers  2 of" in screen
     assert len(screen.splitlines()) <= 40  # one terminal screen
