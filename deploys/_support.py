@@ -1,5 +1,6 @@
-"""Controller-side helpers shared by the deploys: the package list and the
-wheelhouse of the ds01 package. Nothing here touches a host."""
+"""Controller-side helpers shared by the deploys: the package list, the
+wheelhouse of the ds01 package, and the one way a deploy schedules a job
+(``scheduled_job``, an operation; everything else here touches no host)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,21 @@ def wheelhouse(python_version: str = "3.11") -> Wheelhouse:
         if whl != ds01:
             digest.update(whl.name.encode() + b"\0" + _sha(whl).encode())
     return Wheelhouse(out, ds01.name, _sha(ds01), digest.hexdigest())
+
+
+def scheduled_job(policy, key: str, deploy: str, log: str):
+    """The cron job of schedule ``key`` (``policy.schedules``): ``/etc/cron.d/ds01-<key>``
+    running its command from ``ds01.ops.schedule.CRON_JOBS`` through ``ds01 job run``."""
+    from pyinfra.operations import files
+
+    from ds01.names import cron_file
+    from ds01.ops.schedule import CRON_JOBS
+
+    command, what = CRON_JOBS[key]
+    schedule = getattr(policy.schedules, key)
+    return files.template(
+        name=f"Cron job {cron_file(key)} ({schedule}): {what}",
+        src=str(REPO / "templates/ops/job.cron.j2"), dest=cron_file(key),
+        user="root", group="root", mode="0644", deploy=deploy, key=key,
+        schedule=schedule, command=command, log=log,
+    )  # fmt: skip

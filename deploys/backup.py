@@ -10,11 +10,9 @@ Nothing here without a `backup:` section in the policy.
 from pyinfra import host
 from pyinfra.operations import apt, files
 
-from deploys._support import REPO, apt_packages
+from deploys._support import apt_packages, scheduled_job
 from ds01.backup.restic import BACKUP_STATE
 from ds01.backup.restore import HELPER
-from ds01.names import cron_file
-from ds01.ops.schedule import CRON_JOBS
 from operations import backup, privacy
 
 policy = host.data.policy
@@ -30,14 +28,7 @@ if b is not None:
                       repository=b.repository)  # fmt: skip
 
     for key in ("backup", "backup_check", "restore_drill"):
-        command, what = CRON_JOBS[key]
-        files.template(
-            name=f"Cron job {cron_file(key)} ({getattr(policy.schedules, key)}): {what}",
-            src=str(REPO / "templates/ops/job.cron.j2"), dest=cron_file(key),
-            user="root", group="root", mode="0644", deploy="deploys/backup.py", key=key,
-            schedule=getattr(policy.schedules, key), command=command,
-            log="/var/log/ds01/backup.log",
-        )  # fmt: skip
+        scheduled_job(policy, key, "deploys/backup.py", log="/var/log/ds01/backup.log")
 
     privacy.sudoers_dropin(
         name=f"Users restore their own home's files: {HELPER} through sudo",

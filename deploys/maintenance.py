@@ -12,11 +12,9 @@ stopped and disabled, and apt's periodic runs are switched off.
 from pyinfra import host
 from pyinfra.operations import apt, files, systemd
 
-from deploys._support import REPO, apt_packages
+from deploys._support import REPO, apt_packages, scheduled_job
 from ds01.events import OWN_HELPER
-from ds01.names import cron_file
 from ds01.ops.maintenance import held_patterns
-from ds01.ops.schedule import CRON_JOBS
 from ds01.units import format_duration
 from operations import privacy
 
@@ -52,14 +50,8 @@ for timer in ("logrotate.timer", "fstrim.timer"):
                     service=timer, running=False, enabled=False)  # fmt: skip
 
 for key in ("security_upgrades", "autoclean", "fstrim", "logrotate", "doctor"):
-    command, what = CRON_JOBS[key]
-    files.template(
-        name=f"Cron job {cron_file(key)} ({getattr(policy.schedules, key)}): {what}",
-        src=str(TEMPLATES / "job.cron.j2"), dest=cron_file(key),
-        user="root", group="root", mode="0644", deploy="deploys/maintenance.py", key=key,
-        schedule=getattr(policy.schedules, key), command=command,
-        log=f"/var/log/ds01/{key.replace('_', '-')}.log",
-    )  # fmt: skip
+    log = f"/var/log/ds01/{key.replace('_', '-')}.log"
+    scheduled_job(policy, key, "deploys/maintenance.py", log=log)
 
 privacy.sudoers_dropin(
     name=f"Users read their own events: {OWN_HELPER} through sudo",
