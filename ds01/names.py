@@ -8,13 +8,16 @@ dots, ``@`` and dashes) are escaped the way ``systemd-escape`` does it.
 
 from __future__ import annotations
 
+import re
 import string
+from functools import lru_cache
 
 PREFIX = "ds01"
 ROOT_SLICE = f"{PREFIX}.slice"
 DOCKER_USERS_GROUP = "docker-users"
 
 _UNIT_SAFE = set(string.ascii_letters + string.digits + ":_.")
+_ESCAPED = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
 def role_group(role: str) -> str:
@@ -41,17 +44,12 @@ def systemd_escape(text: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=4096)  # the exporter unescapes every user's slice name on every scrape
 def systemd_unescape(text: str) -> str:
     """The inverse of :func:`systemd_escape`: ``j.doe\\x40example.lan`` -> ``j.doe@example.lan``."""
-    raw = bytearray()
-    i = 0
-    while i < len(text):
-        if text.startswith("\\x", i) and len(text) >= i + 4:
-            raw.append(int(text[i + 2 : i + 4], 16))
-            i += 4
-        else:
-            raw.extend(text[i].encode())
-            i += 1
+    if "\\x" not in text:
+        return text
+    raw = _ESCAPED.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode())
     return raw.decode(errors="replace")
 
 

@@ -31,7 +31,7 @@ import time
 from ds01.config import DEFAULT_POLICY_PATH, Policy
 from ds01.gpu.allocator import Allocator, GpuError, when
 from ds01.gpu.layout import FULL_GPU, PROFILE_RE
-from ds01.gpu.snapshot import snapshot_path
+from ds01.gpu.snapshot import readings, readings_path, snapshot_path, write_snapshot
 
 DS01 = "/usr/local/bin/ds01"  # the path /etc/sudoers.d/ds01-gpu-queue names
 
@@ -542,12 +542,15 @@ def cmd_reconcile(args) -> int:
     started = time.monotonic()
     try:
         containers, why = _containers(policy)
+        layout = backend_for(policy).read()
         report = reconcile(
-            alloc,
-            containers,
-            backend_for(policy).read(),
-            lambda user, msg: print(f"notice to {user}: {msg}"),
+            alloc, containers, layout, lambda user, msg: print(f"notice to {user}: {msg}")
         )
+        try:
+            with alloc.store.locked():
+                write_snapshot(readings_path(policy), readings(layout, time.time()))
+        except OSError as e:  # the pass is done; the readings only go stale
+            print(f"GPU readings not written: {e}", file=sys.stderr)
     finally:
         alloc.close()
     for line in report.lines():

@@ -30,6 +30,30 @@ def snapshot_path(policy: Policy) -> str:
     return os.path.join(policy.gpu.runtime_dir, SNAPSHOT_NAME)
 
 
+# The reconciler's last NVML readings per unit, world-readable beside the
+# snapshot: the exporter serves them without opening /dev/nvidia* (which are
+# root's and the bare-metal role's only).
+READINGS_NAME = "readings.json"
+
+
+def readings_path(policy: Policy) -> str:
+    return os.path.join(policy.gpu.runtime_dir, READINGS_NAME)
+
+
+def readings(layout, at: float) -> dict[str, Any]:
+    """A :class:`~ds01.gpu.layout.Layout`'s per-unit utilisation and memory in
+    use; units of GPUs that could not be read are absent (unknown, not idle)."""
+    return {
+        "at": at,
+        "backend": layout.backend,
+        "units": {
+            uuid: {"utilization": d.utilization, "memory_used": d.memory_used}
+            for uuid, d in layout.devices_by_unit().items()
+        },
+        "unread_gpus": sorted(layout.unread_gpus()),
+    }
+
+
 def write_snapshot(path: str, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` atomically, 0644. Call it under the
     allocator's write lock: no other writer is mid-snapshot then, so any

@@ -57,7 +57,6 @@ def _dashboard(uid: str, title: str, panels: list[tuple], policy: Policy) -> dic
 
 def dashboards(policy: Policy) -> dict[str, dict]:
     """File name -> dashboard JSON model."""
-    nvml = policy.gpu.backend != "simulated"
     overview = [
         ("GPU units by state", "sum by (state) (ds01_gpu_unit_state)", "timeseries", "short", "{{state}}"),
         ("Who holds which unit", "ds01_gpu_unit_holder", "table", "short", ""),
@@ -68,11 +67,10 @@ def dashboards(policy: Policy) -> dict[str, dict]:
         ("Allocator decision time (mean)", "ds01_gpu_decision_seconds_sum / ds01_gpu_decision_seconds_count",
          "timeseries", "s", "{{op}}"),
     ]
-    if nvml:
-        overview += [
-            ("GPU utilisation per unit", "ds01_gpu_unit_utilization_percent", "timeseries", "percent", "{{unit}}"),
-            ("GPU memory per unit", "ds01_gpu_unit_memory_used_bytes", "timeseries", "bytes", "{{unit}}"),
-        ]
+    overview += [  # the reconciler's readings (MIG units report memory only)
+        ("GPU utilisation per unit", "ds01_gpu_unit_utilization_percent", "timeseries", "percent", "{{unit}}"),
+        ("GPU memory per unit", "ds01_gpu_unit_memory_used_bytes", "timeseries", "bytes", "{{unit}}"),
+    ]
     per_user = [
         ("CPU per user (cores)", "sum by (user) (rate(ds01_user_cpu_seconds_total[5m]))", "timeseries", "short", "{{user}}"),
         ("Memory per user", "ds01_user_memory_bytes", "timeseries", "bytes", "{{user}}"),

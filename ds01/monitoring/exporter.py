@@ -49,7 +49,8 @@ class Ds01Collector:
 
     + policy: the roles (where the user slices are) and the snapshot's place
     + cgroup_root, snapshot, jobs_dir: the sources (tests point them at fixtures)
-    + nvml: reads one unit's utilisation and memory; None without NVML
+    + nvml: reads one unit's utilisation and memory (tests); default: the
+      reconciler's readings file beside the snapshot
     """
 
     def __init__(
@@ -62,11 +63,12 @@ class Ds01Collector:
         nvml: NvmlReader | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        from ds01.gpu.snapshot import snapshot_path
+        from ds01.gpu.snapshot import READINGS_NAME, snapshot_path
 
         self.roles = list(policy.roles)
         self.cgroup_root = cgroup_root
         self.snapshot = snapshot or snapshot_path(policy)
+        self.readings = os.path.join(os.path.dirname(self.snapshot), READINGS_NAME)
         self.jobs_dir = jobs_dir
         self.nvml = nvml
         self.clock = clock
@@ -85,10 +87,23 @@ class Ds01Collector:
             return families
 
         snap = read_snapshot(self.snapshot)
+        readings = read_snapshot(self.readings)
+        nvml = self.nvml or readings_reader(readings, snap)
+
+        def per_unit() -> list[Metric]:
+            families = collectors.nvml_families((snap or {}).get("units", []), nvml)
+            if readings is not None:
+                age = GaugeMetricFamily(
+                    "ds01_gpu_readings_age_seconds", "seconds since the reconciler read the GPUs"
+                )
+                age.add_metric([], max(0.0, self.clock() - float(readings.get("at", 0))))
+                families.append(age)
+            return families
+
         parts = [
             ("slices", slices),
             ("gpu", lambda: collectors.gpu_families(snap, self.clock(), role_of)),
-            ("nvml", lambda: collectors.nvml_families((snap or {}).get("units", []), self.nvml)),
+            ("nvml", per_unit),
             ("jobs", lambda: collectors.job_families(read_all(self.jobs_dir))),
         ]
         for name, part in parts:
@@ -103,28 +118,23 @@ class Ds01Collector:
         yield errors
 
 
-def nvml_reader() -> NvmlReader | None:
-    """Per-unit NVML readings where the host has NVML (MIG units report no
-    utilisation: NVML does not measure it per instance)."""
-    from ds01.gpu.nvml import nvml_present
-
-    if not nvml_present():
+def readings_reader(data: dict | None, snapshot: dict | None) -> NvmlReader | None:
+    """Per-unit figures from the reconciler's readings file (None: no file). A
+    unit of a GPU NVML could not read raises (counted as an NVML error); one
+    newer than the readings has no figures until the next pass."""
+    if data is None:
         return None
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
-        log.warning("NVML present but not usable: %s", e)
-        return None
+    units = data.get("units", {})
+    unread = set(data.get("unread_gpus", []))
+    gpu_of = {u["uuid"]: u.get("gpu") for u in (snapshot or {}).get("units", [])}
 
     def read(uuid: str) -> tuple[float | None, int | None]:
-        h = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-        try:
-            util: float | None = pynvml.nvmlDeviceGetUtilizationRates(h).gpu
-        except pynvml.NVMLError_NotSupported:
-            util = None
-        return util, pynvml.nvmlDeviceGetMemoryInfo(h).used
+        r = units.get(uuid)
+        if r is None:
+            if gpu_of.get(uuid) in unread:
+                raise RuntimeError(f"GPU {gpu_of[uuid]} was not readable at the last pass")
+            return None, None
+        return r.get("utilization"), r.get("memory_used")
 
     return read
 
@@ -204,7 +214,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     policy = load_or_exit(args.policy)
     mon = policy.monitoring
-    registry = registry_for(Ds01Collector(policy, nvml=nvml_reader()))
+    registry = registry_for(Ds01Collector(policy))
     stop = {signal.SIGTERM, signal.SIGINT}
     # Blocked before the server thread starts (it inherits the mask): the main
     # thread receives them in sigwait and the process exits cleanly.

@@ -128,6 +128,11 @@ def test_drain_release_and_reconcile(policy_file, as_root, capsys):
     assert code == 1 and "no GPU unit MIG-none" in err
     code, out, _ = run(capsys, "gpu", "reconcile", "--policy", policy_file)
     assert code == 0 and "reconciled in" in out
+    # the pass leaves its readings of every unit, world-readable, for the exporter
+    readings = Path(policy_file).parent / "run/readings.json"
+    data = json.loads(readings.read_text())
+    assert oct(readings.stat().st_mode & 0o777) == "0o644" and data["backend"] == "simulated"
+    assert set(data["units"]) == {u["uuid"] for u in snap["units"]} and data["unread_gpus"] == []
 
 
 def test_probe_without_nvml_prints_an_empty_layout(capsys):

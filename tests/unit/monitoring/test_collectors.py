@@ -3,6 +3,7 @@ created in tmp (its real status snapshot), job records and repquota output."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -154,6 +155,32 @@ def test_no_metric_label_is_one_prometheus_sets_on_the_target(policy, tmp_path):
                                   jobs_dir=tmp_path, clock=lambda: T0 + 900))  # fmt: skip
     labels = {k for _, lab in found for k, _ in lab}
     assert "key" in labels and not labels & {"job", "instance"}
+
+
+def test_unit_figures_come_from_the_reconcilers_readings_file(policy, tmp_path):
+    """The exporter opens no GPU device: it serves the readings the reconciler
+    (root) leaves beside the snapshot; a unit of an unread GPU is an error, a
+    unit newer than the readings has no figures yet."""
+    units = [{"uuid": "GPU-a", "gpu": 0, "kind": "gpu", "weight": 1.0, "state": "free"},
+             {"uuid": "MIG-b", "gpu": 1, "kind": "1g.5gb", "weight": 0.1, "state": "free"},
+             {"uuid": "GPU-c", "gpu": 2, "kind": "gpu", "weight": 1.0, "state": "free"},
+             {"uuid": "GPU-new", "gpu": 3, "kind": "gpu", "weight": 1.0, "state": "free"}]  # fmt: skip
+    (tmp_path / "status.json").write_text(json.dumps({"at": T0, "units": units, "queue": []}))
+    (tmp_path / "readings.json").write_text(json.dumps({
+        "at": T0 + 840, "backend": "nvml", "unread_gpus": [2],
+        "units": {"GPU-a": {"utilization": 87, "memory_used": 30 << 30},
+                  "MIG-b": {"utilization": None, "memory_used": 1 << 30}}}))  # fmt: skip
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=str(tmp_path / "status.json"),
+                                  jobs_dir=tmp_path, clock=lambda: T0 + 900))  # fmt: skip
+    util = {dict(lab)["unit"]: v for (n, lab), v in found.items() if n == "ds01_gpu_unit_utilization_percent"}
+    mem = {dict(lab)["unit"]: v for (n, lab), v in found.items() if n == "ds01_gpu_unit_memory_used_bytes"}
+    assert util == {"GPU-a": 87} and mem == {"GPU-a": 30 << 30, "MIG-b": 1 << 30}
+    assert value(found, "ds01_gpu_nvml_errors") == 1  # GPU-c: its GPU was not readable
+    assert value(found, "ds01_gpu_readings_age_seconds") == 60
+    (tmp_path / "readings.json").unlink()  # before the first pass: no figures, no errors
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot=str(tmp_path / "status.json"),
+                                  jobs_dir=tmp_path, clock=lambda: T0 + 900))  # fmt: skip
+    assert not [n for n, _ in found if n.startswith(("ds01_gpu_unit_util", "ds01_gpu_nvml", "ds01_gpu_readings"))]
 
 
 def test_nvml_readings_and_errors():

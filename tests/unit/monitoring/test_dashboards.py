@@ -42,9 +42,10 @@ def test_check_finds_what_is_wrong():
     assert any("every target needs expr" in p for p in problems)
 
 
-def test_nvml_panels_only_where_nvml_can_feed_them(policy):
+def test_the_overview_shows_the_units_readings_and_the_allocators_decision_time(policy):
     queries = [q for _, q in dashboards.panel_queries(dashboards.dashboards(policy)["ds01-overview.json"])]
-    assert ("ds01_gpu_unit_utilization_percent" in queries) == (policy.gpu.backend != "simulated")
+    assert {"ds01_gpu_unit_utilization_percent", "ds01_gpu_unit_memory_used_bytes"} <= set(queries)
+    assert any("ds01_gpu_decision_seconds" in q for q in queries)
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian: prometheus) missing")
