@@ -27,6 +27,7 @@ from ds01.docker.model import (
     Refused,
     Request,
     Target,
+    admins_image,
     need,
     relabel,
 )
@@ -38,7 +39,7 @@ def shared_image(t: Target, policy: Policy, ref: str = "") -> bool:
     ``ds01.shared=true``, or one whose name is in ``docker.shared_images``.
     (A user's build inherits its base's labels, so the role label must be
     an admin's or absent.)"""
-    if t.labels.get(SHARED) == "true" and t.labels.get(ROLE, ADMIN_ROLE) == ADMIN_ROLE:
+    if t.labels.get(SHARED) == "true" and admins_image(t.labels):
         return True
     names = set(t.tags) | ({tagged(ref)} if ref and not _is_id(ref) else set())
     return any(shared_name(n, policy) for n in names)

@@ -218,6 +218,14 @@ def relabel(labels: Any, caller: Caller, what: str) -> dict[str, str]:
     return out
 
 
+def admins_image(labels: Mapping[str, str]) -> bool:
+    """An image an admin made (or pulled: the daemon labels nothing pulled). A
+    user's build carries the service's ownership labels, which override what its
+    base or its Dockerfile's LABEL lines say; so only an admin's image may speak
+    for itself with ds01.* labels (shared, keep)."""
+    return labels.get(ROLE, ADMIN_ROLE) == ADMIN_ROLE
+
+
 def container_type(labels: Mapping[str, str]) -> str:
     """devcontainer / compose / docker, from the labels those tools set."""
     if any(k.startswith("devcontainer.") for k in labels):

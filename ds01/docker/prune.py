@@ -2,7 +2,9 @@
 
 An image is removed when all of these hold:
 - no container (running or stopped) uses it;
-- it does not carry the keep label (``docker.image_prune.keep_label``);
+- it does not carry the keep label (``docker.image_prune.keep_label``) as an
+  admin's image: a user's build inherits its base's labels and may write any
+  LABEL in its Dockerfile, so on a user's image the keep label counts for nothing;
 - it was created, or last tagged, more than ``docker.image_prune.unused_for`` ago.
 
 Dockerfiles are the source of truth: an image is a cache of a build. The daemon
@@ -17,6 +19,7 @@ from datetime import datetime
 
 from ds01 import events
 from ds01.config import Policy
+from ds01.docker.model import admins_image
 from ds01.docker.policy import OWNER
 
 
@@ -44,7 +47,8 @@ def plan(images: list[Image], in_use: set[str], policy: Policy, now: float) -> l
     rule = policy.docker.image_prune
     out = []
     for img in images:
-        if img.id in in_use or img.labels.get(rule.keep_label, "").lower() in ("1", "true", "yes"):
+        kept = img.labels.get(rule.keep_label, "").lower() in ("1", "true", "yes")
+        if img.id in in_use or kept and admins_image(img.labels):
             continue
         last = max(img.created, img.last_tagged or 0)
         age_days = (now - last) / 86400

@@ -38,6 +38,18 @@ def test_plan():
     assert UNUSED == 30 * DAY
 
 
+def test_keep_label_counts_on_an_admins_image_only():
+    """A user's build from a kept base inherits the keep label (and a Dockerfile
+    may LABEL anything): the service's ownership labels say whose it is."""
+    user = {"ds01.user": "123456@example.lan", "ds01.role": "student"}
+    images = [
+        img("sha256:base", 400, ["lab/pytorch:2"], {KEEP: "true", "ds01.role": "admin"}),
+        img("sha256:pulled", 400, ["debian:12"], {KEEP: "true"}),  # pulled: no ownership labels
+        img("sha256:users", 90, ["me/app:1"], {KEEP: "true", **user}),
+    ]
+    assert [r.image.id for r in plan(images, set(), POLICY, NOW)] == ["sha256:users"]
+
+
 def test_keep_label_must_be_true():
     assert plan([img("a", 90, ["x:1"], {KEEP: "false"})], set(), POLICY, NOW)
 
