@@ -155,11 +155,16 @@ class MariaDbUserPlugin(FactBase[str | None]):
         return None
 
     def command(self, user: str) -> StringCommand:
+        # One row even without the user: pyinfra hands a fact that printed
+        # nothing its default, which here means "not read", not "no user".
         query = QuoteString(
-            f"SELECT plugin FROM mysql.user WHERE user = '{user}' AND host = 'localhost'"
+            "SELECT CONCAT('plugin=', IFNULL(MAX(plugin), '')) FROM mysql.user "
+            f"WHERE user = '{user}' AND host = 'localhost'"
         )
         return StringCommand("mysql -NB -e", query)
 
-    def process(self, output: list[str]) -> str:
-        lines = [ln.strip() for ln in output if ln.strip()]
-        return lines[0] if lines else ""
+    def process(self, output: list[str]) -> str | None:
+        for line in output:
+            if line.strip().startswith("plugin="):
+                return line.strip().removeprefix("plugin=")
+        return None
