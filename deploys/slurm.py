@@ -131,9 +131,12 @@ if is_controller:
                     user="slurm", group="slurm", mode="0750")  # fmt: skip
     systemd.service(name="MariaDB running", service="mariadb.service",
                     running=True, enabled=True)  # fmt: skip
-    slurm.socket_database_user(
+    # MariaDB's user table can be read only once the server above runs.
+    deferred.planned_at_execution(
         name=f"MariaDB user slurm (Unix socket, no password) on {cluster.accounting.database}",
-        user="slurm", database=cluster.accounting.database,
+        plan=lambda: slurm.socket_database_user._inner(
+            user="slurm", database=cluster.accounting.database),
+        what="MariaDB user slurm",
     )  # fmt: skip
     dbd = files.put(
         name="slurmdbd.conf (slurm-only, 0600)", src=StringIO(render.slurmdbd_conf(policy)),

@@ -654,6 +654,12 @@ class NodeGpus(Strict):
     slurm: list[Annotated[int, Field(ge=0)]] | Literal["all"] = "all"
     interactive: list[Annotated[int, Field(ge=0)]] = []
 
+    def slurm_owns(self, index: int) -> bool:
+        """Whether GPU ``index`` is Slurm's: the one decision both sides read
+        (``ds01.cluster.nodes.slurm_gpus`` puts it in gres.conf, the
+        interactive allocator leaves it out), so they cannot disagree."""
+        return (self.slurm == "all" or index in self.slurm) and index not in self.interactive
+
 
 class ClusterNode(Strict):
     address: str | None = None  # how the other nodes reach it (default: its name)
@@ -707,6 +713,13 @@ class Policy(Strict):
     maintenance: Maintenance = Maintenance()  # issue 12
     monitoring: Monitoring = Monitoring()
     cluster: Cluster | None = None  # issue 14: Slurm on several GPU nodes
+
+    def slurm_gpu_on_head(self, index: int) -> bool:
+        """Whether GPU ``index`` of the DS01 head (the cluster's controller,
+        where the interactive allocator runs) is Slurm's; never without a
+        cluster, or where the head is no compute node."""
+        node = self.cluster.nodes.get(self.cluster.controller) if self.cluster else None
+        return node is not None and node.gpus.slurm_owns(index)
 
     def override_for(self, user: str) -> UserOverride | None:
         """The override of ``user`` whatever the spelling: ``c.rivera`` in the

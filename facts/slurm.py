@@ -120,12 +120,22 @@ class MungeKey(FactBase[str | None]):
         return text or None
 
 
+MARIADB_SOCKET = "/run/mysqld/mysqld.sock"
+
+
 class MariaDbUserPlugin(FactBase[str | None]):
     """
     How MariaDB authenticates ``user``@localhost (``unix_socket``,
-    ``mysql_native_password``); None when there is no such user.
+    ``mysql_native_password``); ``""`` when there is no such user.
+    Precondition: the server is running (its socket exists). deploys/slurm.py
+    starts it earlier in the same converge, so while pyinfra plans a fresh
+    controller this is ``None`` (the user is decided at execution).
 
     + user: the database user
+
+    .. code:: python
+
+        "unix_socket"
     """
 
     requires_command = "mysql"
@@ -134,12 +144,27 @@ class MariaDbUserPlugin(FactBase[str | None]):
     def default() -> None:
         return None
 
+    def check_preconditions(self, state, host) -> str | None:
+        from pyinfra.facts.files import Socket
+
+        if not host.get_fact(Socket, path=MARIADB_SOCKET):
+            return (
+                f"MariaDB is not running (no {MARIADB_SOCKET}); deploys/slurm.py starts it "
+                "(operation 'MariaDB running') before it asks: run deploys/slurm.py whole"
+            )
+        return None
+
     def command(self, user: str) -> StringCommand:
+        # One row even without the user: pyinfra hands a fact that printed
+        # nothing its default, which here means "not read", not "no user".
         query = QuoteString(
-            f"SELECT plugin FROM mysql.user WHERE user = '{user}' AND host = 'localhost'"
+            "SELECT CONCAT('plugin=', IFNULL(MAX(plugin), '')) FROM mysql.user "
+            f"WHERE user = '{user}' AND host = 'localhost'"
         )
         return StringCommand("mysql -NB -e", query)
 
     def process(self, output: list[str]) -> str | None:
-        lines = [ln.strip() for ln in output if ln.strip()]
-        return lines[0] if lines else None
+        for line in output:
+            if line.strip().startswith("plugin="):
+                return line.strip().removeprefix("plugin=")
+        return None

@@ -9,6 +9,7 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
 from ds01.cluster import accounts
 from facts.slurm import MariaDbUserPlugin, SlurmAccounting
+from operations.deferred import Undecided
 
 
 @operation()
@@ -61,7 +62,9 @@ def socket_database_user(user: str, database: str):
     """
     A MariaDB user ``user``@localhost that logs in by Unix socket as the
     system user of the same name (no password anywhere), with all privileges
-    on ``database``, which exists.
+    on ``database``, which exists. MariaDB must run when this is planned: on a
+    fresh controller it does not yet while pyinfra prepares, and this raises
+    ``operations.deferred.Undecided``, so plan it at execution.
 
     + user: system and database user (``slurm``)
     + database: its database
@@ -70,14 +73,19 @@ def socket_database_user(user: str, database: str):
 
     .. code:: python
 
-        slurm.socket_database_user(name="MariaDB user slurm (unix_socket)",
-                                   user="slurm", database="slurm_acct_db")
+        deferred.planned_at_execution(
+            name="MariaDB user slurm (unix_socket)", what="MariaDB user slurm",
+            plan=lambda: slurm.socket_database_user._inner(user="slurm",
+                                                           database="slurm_acct_db"),
+        )
     """
     if not (_DB_USER.match(user) and _DB_USER.match(database)):
         raise OperationError(f"refusing unsafe database names {user!r}, {database!r}")
     plugin = host.get_fact(MariaDbUserPlugin, user=user)
-    sql = []
     if plugin is None:
+        raise Undecided("once MariaDB runs (the user table cannot be read before)")
+    sql = []
+    if not plugin:
         sql.append(f"CREATE USER '{user}'@'localhost' IDENTIFIED VIA unix_socket")
     elif plugin != "unix_socket":
         sql.append(f"ALTER USER '{user}'@'localhost' IDENTIFIED VIA unix_socket")

@@ -97,11 +97,7 @@ def quota_billing(quota: float) -> int:
 
 def slurm_gpus(node: ClusterNode, layout: Layout) -> list[Gpu]:
     """The GPUs of ``layout`` that belong to Slurm on this node."""
-    wanted = node.gpus.slurm
-    return [
-        g for g in layout.gpus
-        if (wanted == "all" or g.index in wanted) and g.index not in node.gpus.interactive
-    ]  # fmt: skip
+    return [g for g in layout.gpus if node.gpus.slurm_owns(g.index)]
 
 
 def _gpu_gres(gpu: Gpu) -> list[Gres]:

@@ -721,15 +721,24 @@ class Allocator(QueueMixin, InvariantsMixin):
 
     # -- layout --------------------------------------------------------------
 
+    def own(self, layout: Layout) -> Layout:
+        """``layout`` without the GPUs the cluster gives Slurm
+        (``Policy.slurm_gpu_on_head``): the allocator never hands them out, and
+        a Slurm job's processes on them are none of its business."""
+        return replace(layout, gpus=[g for g in layout.gpus
+                                     if not self.policy.slurm_gpu_on_head(g.index)])  # fmt: skip
+
     def sync_layout(self, layout: Layout) -> tuple[list[str], list[str]]:
         """Make the unit table match ``layout``. Units that vanished are marked
         missing (their holders keep them until release, their targets are
         blocked at the next start); units that appear join the pool. Returns
         (added, missing) uuids. An empty layout with an error changes nothing:
         a failed NVML read must not take every GPU away, and the units of a
-        GPU that could not be read (``Gpu.error``) stay as they were."""
+        GPU that could not be read (``Gpu.error``) stay as they were. Slurm's
+        GPUs (:meth:`own`) leave the pool as a vanished GPU does."""
         if layout.error and not layout.gpus:
             return [], []
+        layout = self.own(layout)
         unread = layout.unread_gpus()
         units = {u.uuid: u for u in layout.units()}
         position = {uuid: i for i, uuid in enumerate(units)}

@@ -86,6 +86,7 @@ def reconcile(
     """One pass; see the module docstring. ``containers`` None: no container
     runtime is reachable, so only the layout, holds and the queue are kept."""
     report = Report()
+    layout = alloc.own(layout)
     report.added, report.missing = alloc.sync_layout(layout)
     alloc.expire()
     if layout.error:
