@@ -13,11 +13,10 @@ nobody holds have no file. Off unless ``gpu.dcgm_job_map_dir`` is set.
 from __future__ import annotations
 
 import os
-import tempfile
 from contextlib import suppress
 from typing import Any
 
-from ds01.gpu.snapshot import HELD_STATES
+from ds01.gpu.snapshot import HELD_STATES, replace_file
 
 
 def job_map(snapshot: dict[str, Any]) -> dict[str, list[str]]:
@@ -40,15 +39,7 @@ def write_job_map(directory: str, snapshot: dict[str, Any]) -> None:
         with suppress(FileNotFoundError):
             if open(path).read() == text:
                 continue
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".job-map.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        replace_file(path, text, ".job-map.")
     for name in os.listdir(directory):
         if name not in wanted and (name.isdigit() or name.startswith(".job-map.")):
             with suppress(FileNotFoundError):

@@ -64,7 +64,13 @@ def write_snapshot(path: str, data: dict[str, Any]) -> None:
         if name.startswith(_TMP_PREFIX):
             with suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_TMP_PREFIX)
+    replace_file(path, text, _TMP_PREFIX)
+
+
+def replace_file(path: str, text: str, prefix: str) -> None:
+    """Replace ``path`` with ``text``, 0644, by a rename: readers see the old
+    file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=prefix)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
