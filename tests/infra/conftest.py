@@ -47,3 +47,15 @@ def as_user(host, user: str, cmd: str):
 def as_login(host, user: str, cmd: str):
     """Run ``cmd`` in a login shell of ``user`` (their profile, their PATH)."""
     return host.run(f"runuser -l {shlex.quote(user)} -c {shlex.quote(cmd)}")
+
+
+def ssh_argv(user: str = "root") -> list[str]:
+    """An ``ssh`` command line into the VM as ``user``, with the test key.
+
+    For what testinfra's session cannot do: stream a file in, or hold a
+    tunnel open the way a user's laptop does (``user`` must have the key in
+    their authorized_keys).
+    """
+    return ["ssh", "-q", "-i", str(CACHE / "id_ed25519"), "-p", vm_port(),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"{user}@127.0.0.1"]  # fmt: skip

@@ -75,3 +75,20 @@ def test_the_guide_builds_on_the_pytorch_image(tmp_path):
     assert instructions(p)[:2] == [("ARG", f"BASE={tags['pytorch']}"), ("FROM", "${BASE}")]
     inside = (ROOT / "docs/user/inside.md").read_text()
     assert KERNEL in inside and "/opt/venv/bin/python" in inside
+
+
+def test_the_guides_jupyter_is_the_pytorch_images():
+    """tests/vm/jupyter-wheels.txt (the stand-in base's Jupyter on the VM) pins
+    images/pytorch's jupyterlab and ipykernel, each package once."""
+
+    def pins(path: Path) -> dict[str, str]:
+        lines = [x.split("#")[0].strip() for x in path.read_text().splitlines()]
+        pairs = [x.split("==") for x in lines if x]
+        names = [re.sub(r"[-_.]+", "-", n).lower() for n, _ in pairs]
+        assert len(names) == len(set(names)), f"{path.name}: a package twice"
+        return dict(zip(names, (v for _, v in pairs), strict=True))
+
+    lock = pins(ROOT / "tests/vm/jupyter-wheels.txt")
+    image = pins(ROOT / "images/pytorch/requirements.txt")
+    for name in ("jupyterlab", "ipykernel"):
+        assert lock[name] == image[name], f"{name}: {lock[name]} in the lock, {image[name]} in the image"
