@@ -15,7 +15,9 @@ and ipykernel are images/pytorch's versions (tests/vm/jupyter-wheels.txt), so
 the guide's Jupyter steps run too: the server side as the guide shows, then the
 laptop side from the controller (the guide's SSH tunnel as the user, the
 token, the kernel "Python 3 (DS01 /opt/venv)" running a cell in the GPU
-container, a notebook saved into ~/myproject).
+container, a notebook saved into ~/myproject). The VS Code steps run the way
+VS Code runs them: the Dev Containers CLI (tests/vm/devcontainers-cli.txt)
+over the user's ssh login, with the guide's devcontainer.json.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import base64
 import json
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,6 +54,9 @@ JUPYTER_LOCK = REPO / "tests/vm/jupyter-wheels.txt"
 JUPYTER_WHEELS = REPO / ".cache/wheels/jupyter"
 JUPYTER_TAR = "/var/tmp/ds01-docs-jupyter.tar.gz"
 KERNEL = "Python 3 (DS01 /opt/venv)"
+DEVCONTAINERS_LOCK = REPO / "tests/vm/devcontainers-cli.txt"
+DEVCONTAINERS_CLI = REPO / ".cache/devcontainers/cli.tgz"
+TOOLS = "/usr/local/lib/ds01-docs-tools"  # in the VM while this module runs: node and the CLI
 
 # The stand-in's root filesystem: python3 with its standard library, ensurepip's
 # wheels, the few programs the guide runs inside a container, and Jupyter's
@@ -59,12 +65,12 @@ KERNEL = "Python 3 (DS01 /opt/venv)"
 MAKE_BASE = r"""
 set -e
 {real} image inspect {img} >/dev/null 2>&1 && exit 0
-if ! {real} image inspect ds01-docs/rootfs:3 >/dev/null 2>&1; then
+if ! {real} image inspect ds01-docs/rootfs:4 >/dev/null 2>&1; then
 d=$(mktemp -d); cd $d; ln -s usr/bin bin; ln -s usr/lib lib; ln -s usr/lib64 lib64
 mkdir -p usr/bin usr/lib usr/lib64 usr/share tmp proc sys dev etc; chmod 1777 tmp
 py=$(readlink -f /usr/bin/python3)
 cp -a /usr/lib/$(basename $py) usr/lib/; cp -a /usr/share/python-wheels usr/share/
-bins="$py $(readlink -f /usr/bin/dash /usr/bin/sleep /usr/bin/id /usr/bin/cat /usr/bin/ls)"
+bins="$py $(readlink -f /usr/bin/dash /usr/bin/sleep /usr/bin/id /usr/bin/cat /usr/bin/ls /usr/bin/uname)"
 for f in $bins $(readlink -f /usr/bin/which); do mkdir -p .$(dirname $f); cp $f .$f; done
 [ -e usr/bin/which ] || ln -s $(basename $(readlink -f /usr/bin/which)) usr/bin/which
 # The system libraries manylinux wheels may link (Jupyter's pyzmq, rpds-py, ...).
@@ -76,7 +82,7 @@ while read l; do r=$(readlink -f $l); mkdir -p .$(dirname $r); [ -e .$r ] || cp 
 ln -sf $(basename $py) usr/bin/python3; ln -sf dash usr/bin/sh
 echo 'root:x:0:0:root:/:/bin/sh' > etc/passwd
 tar -xzf {jupyter}
-tar -c . | {real} import - ds01-docs/rootfs:3 >/dev/null
+tar -c . | {real} import - ds01-docs/rootfs:4 >/dev/null
 cd /; rm -rf $d
 fi
 b=$(mktemp -d)
@@ -103,7 +109,7 @@ for top, dirs, files in os.walk("/opt/venv"):
 os.chmod("/home/ds01", 0o1777)
 EOF
 cat > $b/Dockerfile <<'EOF'
-FROM ds01-docs/rootfs:3
+FROM ds01-docs/rootfs:4
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/bin:/bin HOME=/home/ds01
 COPY make_env.py /tmp/make_env.py
 RUN python3 /tmp/make_env.py
@@ -159,6 +165,7 @@ def _jupyter_tarball(vm) -> str:
 
 def _clean(vm) -> None:
     as_login(vm, USER, "docker rm -f myproject myproject-lab >/dev/null 2>&1; rm -f ~/.ssh/authorized_keys; "
+                       "sed -i '/^export UID$/d' ~/.bashrc; "
                        "docker image rm myproject:1 >/dev/null 2>&1; "
                        "rm -rf ~/myproject /scratch/$USER/hello; true")  # fmt: skip
 
@@ -226,6 +233,13 @@ def _run_in_kernel(base: str, kernel: str, token: str, code: str) -> str:
         ws.close()
 
 
+def _authorize_ssh(vm) -> None:
+    """The controller's test key logs in as the user, as their laptop's key would."""
+    r = vm.run(f"install -d -m 0700 -o {USER} -g {USER} ~{USER}/.ssh && install -m 0600 -o {USER} "
+               f"-g {USER} /root/.ssh/authorized_keys ~{USER}/.ssh/authorized_keys")  # fmt: skip
+    assert r.rc == 0, r.stderr
+
+
 def _browse_jupyter(vm, server_output: str) -> None:
     """The guide's laptop steps after its Jupyter step: the tunnel, the browser, the kernel.
 
@@ -235,8 +249,7 @@ def _browse_jupyter(vm, server_output: str) -> None:
     """
     port = int(re.search(r"your port: (\d+)", server_output).group(1))
     token = re.search(r"http://127\.0\.0\.1:8888/lab\?token=(\w+)", server_output).group(1)
-    vm.run(f"install -d -m 0700 -o {USER} -g {USER} ~{USER}/.ssh && install -m 0600 -o {USER} "
-           f"-g {USER} /root/.ssh/authorized_keys ~{USER}/.ssh/authorized_keys")  # fmt: skip
+    _authorize_ssh(vm)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
@@ -306,3 +319,71 @@ def test_the_user_guide_runs_as_an_ordinary_user(vm, guide_world):
             _browse_jupyter(vm, out)
         ran += 1
     assert ran >= 10
+
+
+@pytest.fixture(scope="module")
+def devcontainer(vm):
+    """The Dev Containers CLI in the VM: what VS Code's extension runs on the server.
+
+    Run by the controller's Node.js (the CLI needs 20 or newer; the VM has
+    none), both streamed into the VM for this module only.
+    """
+    node = shutil.which("node")
+    if node is None or not DEVCONTAINERS_CLI.is_file():
+        pytest.fail(f"needs Node.js >= 20 on the controller and {DEVCONTAINERS_CLI} "
+                    f"(tests/run fetches it: {DEVCONTAINERS_LOCK.name})")  # fmt: skip
+    major = int(subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()[1:].split(".")[0])
+    assert major >= 20, f"{node} is Node.js {major}: the Dev Containers CLI needs 20 or newer"
+    for src, into in ((node, f"cat > {TOOLS}/node && chmod 0755 {TOOLS}/node"),
+                      (DEVCONTAINERS_CLI, f"tar -xzf - -C {TOOLS} --no-same-owner")):  # fmt: skip
+        with open(src, "rb") as f:
+            subprocess.run(ssh_argv() + [f"install -d -m 0755 {TOOLS} && {into}"], stdin=f, check=True)
+    yield f"{TOOLS}/node {TOOLS}/package/devcontainer.js"
+    vm.run(f"rm -rf {TOOLS}")
+
+
+def test_the_guides_devcontainer_opens_as_vs_code_opens_it(vm, guide_world, devcontainer):
+    """The guide's VS Code steps: Remote-SSH logs in, Dev Containers builds and enters.
+
+    VS Code's server runs in the user's ssh login and resolves its environment
+    from an interactive login shell, where the guide's ``export UID`` in
+    ~/.bashrc applies; its Dev Containers extension then runs this CLI with the
+    guide's devcontainer.json, through the user's ``docker`` (the DS01 service).
+    """
+    for step in STEPS:
+        if step.kind == "file":  # the project and its devcontainer.json, as the guide left them
+            _write(vm, step.arg, step.text)
+    _authorize_ssh(vm)
+    assert as_user(vm, USER, "echo 'export UID' >> ~/.bashrc").rc == 0
+
+    def in_vs_code_server(args: str) -> subprocess.CompletedProcess:
+        command = "bash -ilc " + shlex.quote(f"{devcontainer} {args} 2>/tmp/devcontainer-$UID.log")
+        return subprocess.run(ssh_argv(USER) + [command], capture_output=True, text=True, timeout=600)
+
+    up = in_vs_code_server("up --workspace-folder ~/myproject")
+    log = as_user(vm, USER, "cat /tmp/devcontainer-$(id -u).log").stdout
+    result = json.loads(up.stdout.strip().splitlines()[-1]) if up.stdout.strip() else {}
+    container = result.get("containerId")
+    try:
+        assert up.returncode == 0 and result.get("outcome") == "success", f"{up.stdout}\n{log[-3000:]}"
+        uid = as_user(vm, USER, "id -u").stdout.strip()
+        assert result["remoteUser"] == uid and result["remoteWorkspaceFolder"] == "/workspace", result
+        probe = ("import os, sys; print(sys.executable, os.getuid(), os.getcwd(), os.environ['NVIDIA_VISIBLE_DEVICES']); "
+                 "open('from-vscode.txt', 'w').write('saved in the container')")  # fmt: skip
+        ran = in_vs_code_server("exec --workspace-folder ~/myproject python -c " + shlex.quote(probe))
+        assert ran.returncode == 0, f"{ran.stdout}{ran.stderr}"
+        exe, who, cwd, gpu = ran.stdout.split()[-4:]
+        assert (exe, who, cwd) == ("/opt/venv/bin/python", uid, "/workspace"), ran.stdout
+        assert gpu.startswith(("GPU-", "MIG-")), f"the dev container has no GPU: {ran.stdout}"
+        owner = as_user(vm, USER, "stat -c %U ~/myproject/from-vscode.txt")
+        assert owner.stdout.strip() == USER, f"the workspace is not the user's ~/myproject: {owner.stderr}"
+        kind = as_login(vm, USER, f"docker inspect -f '{{{{index .Config.Labels \"ds01.container_type\"}}}}' "
+                                  f"{container}")  # fmt: skip
+        assert kind.stdout.strip() == "devcontainer", f"docs/docker.md's container type: {kind.stdout}{kind.stderr}"
+        name = as_login(vm, USER, f"docker inspect -f '{{{{.Name}}}}' {container}").stdout.strip().lstrip("/")
+        held = as_login(vm, USER, "ds01 gpu status").stdout
+        assert any("allocated" in ln and name in ln for ln in held.splitlines()), f"{name}:\n{held}"
+    finally:
+        if container:
+            image = as_login(vm, USER, f"docker inspect -f '{{{{.Config.Image}}}}' {container}").stdout.strip()
+            as_login(vm, USER, f"docker rm -f {container} >/dev/null; docker image rm {image} >/dev/null")
