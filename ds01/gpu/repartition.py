@@ -29,6 +29,12 @@ What a failure leaves (fail safe, never a half-drained allocator):
   apply. A process killed midway leaves the same state (the drain is in the
   database); ``ds01 gpu layout plan`` shows it.
 
+A GPU the cluster gives Slurm (``Policy.slurm_gpu_on_head``, the one
+decision gres.conf and the allocator's pool read) is never touched, at boot
+neither: its MIG devices are Slurm's GRES and its jobs hold them, none of which
+the allocator's drain sees. The plan names it; the admin repartitions it with
+the node drained in Slurm.
+
 At boot (``--boot``, ds01-gpu-layout.service, before docker and the
 reconciler) no container runs and MIG instances are gone: holds recorded
 before the reboot do not block.
@@ -71,9 +77,12 @@ class GpuPlan:
     problem: str | None = None  # why it cannot be applied
     pending: bool = False  # a MIG mode change waits for a reset
     drained: str | None = None  # left drained by an earlier apply
+    slurm: str | None = None  # the policy key giving it to Slurm: never touched here
 
     @property
     def changes(self) -> bool:
+        if self.slurm:
+            return False
         return self.pending or _shape(self.current) != _shape(self.desired)
 
     def to_json(self) -> dict:
@@ -87,6 +96,7 @@ class GpuPlan:
             "problem": self.problem,
             "pending_reset": self.pending,
             "drained_by": self.drained,
+            "slurm": self.slurm,
             "vanishing": [
                 {
                     "unit": s.unit.uuid,
@@ -118,6 +128,11 @@ def plan(
             g = gpus.get(index)
             p = GpuPlan(index, None, None, None, entry.mig, drained=drains.get(index))
             out.append(p)
+            if policy.slurm_gpu_on_head(index):
+                # Its units are not the allocator's to drain: repartitioning it
+                # here would pull MIG devices from under Slurm's running jobs.
+                p.slurm = f"cluster.nodes.{policy.cluster.controller}.gpus"  # type: ignore[union-attr]
+                continue
             if g is None:
                 p.problem = (
                     f"there is no GPU {index} on this host "
@@ -158,6 +173,12 @@ def describe_plan(plans: list[GpuPlan]) -> list[str]:
     lines = []
     for p in plans:
         head = f"GPU {p.index} {p.name or '?'}: "
+        if p.slurm:
+            lines.append(
+                f"GPU {p.index}: Slurm's ({p.slurm}), left as it is: drain the node "
+                "in Slurm (scontrol update state=drain) to repartition it"
+            )
+            continue
         if p.problem:
             lines.append(head + f"cannot be applied: {p.problem}")
             continue

@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from ds01.cluster.queue import SlurmState, reader
 from ds01.config import Policy
 from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.jobs import JOBS_DIR, read_all
 from ds01.monitoring import collectors
 from ds01.monitoring.collectors import NvmlReader, StorageUse
+from ds01.monitoring.slurm import slurm_families
 from ds01.storage.quota import Usage, read_usages
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class Ds01Collector:
     + cgroup_root, snapshot, jobs_dir: the sources (tests point them at fixtures)
     + nvml: reads one unit's utilisation and memory (tests); default: the
       reconciler's readings file beside the snapshot
+    + slurm: reads Slurm's queue (tests: a fixture); default
+      ``ds01.cluster.queue.reader``: none without ``cluster:`` in the policy
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class Ds01Collector:
         jobs_dir=JOBS_DIR,
         nvml: NvmlReader | None = None,
         clock: Callable[[], float] = time.time,
+        slurm: Callable[[], SlurmState] | None = None,
     ):
         from ds01.gpu.snapshot import READINGS_NAME, snapshot_path
 
@@ -72,6 +77,7 @@ class Ds01Collector:
         self.jobs_dir = jobs_dir
         self.nvml = nvml
         self.clock = clock
+        self.slurm = slurm or reader(policy)
 
     def collect(self) -> Iterator[Metric]:
         errors = GaugeMetricFamily(
@@ -106,6 +112,9 @@ class Ds01Collector:
             ("nvml", per_unit),
             ("jobs", lambda: collectors.job_families(read_all(self.jobs_dir))),
         ]
+        if self.slurm is not None:
+            slurm = self.slurm
+            parts.append(("slurm", lambda: slurm_families(slurm())))
         for name, part in parts:
             try:
                 families = part()

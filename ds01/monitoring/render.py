@@ -228,6 +228,14 @@ def rules(policy: Policy) -> dict:
                0, "info", f"{{{{ $labels.user }}}} uses over {a.quota_full_percent}% of their quota on {{{{ $labels.area }}}}",
                "tell the user (ds01 storage usage shows theirs); raise the role's quota if it is the norm"),
     ]  # fmt: skip
+    if policy.cluster is not None:
+        # The exporter asks slurmctld at every scrape (ds01/monitoring/slurm.py).
+        out.append(_alert(
+            "Ds01SlurmDown", "ds01_slurm_up == 0", down, "critical",
+            "Slurm's controller does not answer squeue: batch jobs are not scheduled",
+            "scontrol ping; systemctl status slurmctld munge; journalctl -u slurmctld; "
+            "`ds01 status` shows squeue's own error",
+        ))  # fmt: skip
     for role, r in policy.roles.items():
         window = r.idle.check_interval * r.idle.consecutive_checks
         out.append(_alert(

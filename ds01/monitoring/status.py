@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from ds01.cluster import queue as slurm_queue
 from ds01.config import Policy
 from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.jobs import JOBS_DIR, read_all
@@ -75,12 +76,15 @@ def gather(
     cgroup_root: str = collectors.CGROUP_ROOT,
     jobs_dir=JOBS_DIR,
     alerts: Callable[[], list[dict] | None] = lambda: None,
+    slurm: Callable[[], slurm_queue.SlurmState] | None = None,
     now: float | None = None,
 ) -> dict:
     """Everything ``ds01 status`` shows, as JSON-ready data.
 
     + snapshot: the allocator's status (``ds01.gpu.cli._snapshot``); None: none yet
     + quota: the user's :class:`ds01.storage.quota.Usage`, or None
+    + slurm: reads Slurm's queue (``ds01.cluster.queue.read``); None, as
+      without ``cluster:`` in the policy: no Slurm section
     """
     now = time.time() if now is None else now
     snap = snapshot or {"units": [], "queue": [], "warnings": [], "at": None}
@@ -161,7 +165,66 @@ def gather(
             for k, j in sorted(read_all(jobs_dir).items())
         ]
         out["alerts"] = alerts()
+    if slurm is not None:
+        out["slurm"] = slurm_section(slurm(), user, admin)
     return out
+
+
+def slurm_section(state: slurm_queue.SlurmState, user: str, admin: bool) -> dict:
+    """Slurm's queue next to the allocator's: the counts and pending reasons
+    of everyone's jobs (a user sees the queue they wait in), the jobs
+    themselves of the caller only, or of everyone for an admin."""
+    if not state.up:
+        return {"up": False, "error": state.error}
+    jobs = [j for j in state.jobs if admin or j.user == user]
+    return {
+        "up": True,
+        "error": None,
+        "running": sum(1 for j in state.jobs if j.state == slurm_queue.RUNNING),
+        "pending": sum(1 for j in state.jobs if j.state == slurm_queue.PENDING),
+        "pending_reasons": dict(sorted(slurm_queue.pending_reasons(state.jobs).items())),
+        "gres": [vars(g) for g in slurm_queue.gres_use(state.nodes)],
+        "jobs": [
+            {
+                "id": j.id,
+                "user": j.user,
+                "qos": j.qos,
+                "partition": j.partition,
+                "state": j.state,
+                "reason": None if j.state == slurm_queue.RUNNING else j.reason,
+                "gpus": j.gpus_allocated or j.gpus_asked,
+                "billing": j.billing,
+            }
+            for j in jobs
+        ],
+    }
+
+
+def _gpus(gpus: dict[str, int]) -> str:
+    return " ".join(f"{t} x{n}" for t, n in sorted(gpus.items())) or "no GPU"
+
+
+# An admin's screen lists this many of everyone's jobs (squeue has the rest).
+SLURM_JOBS_SHOWN = 15
+
+
+def _slurm_text(s: dict) -> list[str]:
+    if not s["up"]:
+        return [f"Slurm: not reachable ({s['error']})"]
+    gres = ", ".join(f"{g['partition']} {g['type']} {g['allocated']}/{g['total']}"
+                     for g in s["gres"])  # fmt: skip
+    rows = [f"Slurm: {s['running']} running, {s['pending']} pending"
+            + (f"; GPUs allocated: {gres}" if gres else "")]  # fmt: skip
+    if s["pending_reasons"]:
+        rows.append("  pending for: " + ", ".join(f"{r} ({n})" for r, n in
+                                                  s["pending_reasons"].items()))  # fmt: skip
+    for j in s["jobs"][:SLURM_JOBS_SHOWN]:
+        why = f"  {j['reason']}" if j["reason"] else ""
+        rows.append(f"  {j['id']:>7} {j['user']:<24} {j['partition']:<8} {j['state']:<10} "
+                    f"{_gpus(j['gpus'])}{why}")  # fmt: skip
+    if len(s["jobs"]) > SLURM_JOBS_SHOWN:
+        rows.append(f"  ... {len(s['jobs']) - SLURM_JOBS_SHOWN} more: squeue")
+    return rows
 
 
 def _ago(seconds: float | None) -> str:
@@ -251,6 +314,8 @@ def text(data: dict) -> str:
         else:
             rows.append(f"Alerts firing: {len(alerts)}")
             rows += [f"  {a['severity']:<8} {a['alert']}: {a['summary']}" for a in alerts]
+    if "slurm" in data:
+        rows += _slurm_text(data["slurm"])
     return "\n".join(rows)
 
 
@@ -279,6 +344,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         quota=usage_of(policy, user) if role else None,
         admin=os.geteuid() == 0 or role == ADMIN_ROLE,
         alerts=lambda: firing_alerts(policy),
+        slurm=slurm_queue.reader(policy),
     )
     print(json.dumps(data, indent=2, sort_keys=True) if args.json else text(data))
     return 0

@@ -9,6 +9,7 @@ groups, for the queue test: deploys/groups.py).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 
@@ -126,9 +127,15 @@ def test_layout_plan_ran_in_the_deploy_and_runs_from_the_cli(vm):
     kept = json.loads(vm.check_output("cat /var/lib/ds01/gpu/layout-plan.json"))  # the deploy's
     assert kept["backend"] == "simulated"
     gpus = {g["gpu"]: g for g in kept["gpus"]}
+    out = vm.check_output("ds01 gpu layout plan")
+    if os.environ.get("DS01_CLUSTER") == "1":  # tests/vm/cluster.yaml gives GPUs 2 and 3 to Slurm
+        assert [g["slurm"] for g in kept["gpus"]] == ["cluster.nodes.ds01-test.gpus"] * 2
+        assert not any(g["changes"] for g in kept["gpus"])
+        for index in (2, 3):
+            assert f"GPU {index}: Slurm's (cluster.nodes.ds01-test.gpus), left as it is" in out
+        return
     assert (gpus[2]["changes"], gpus[3]["changes"]) == (False, True)
     assert gpus[3]["desired"] == ["3g.20gb", "3g.20gb"] and len(gpus[3]["vanishing"]) == 4
-    out = vm.check_output("ds01 gpu layout plan")
     assert "GPU 2 NVIDIA A100-SXM4-40GB: as the policy asks" in out
     assert "GPU 3 NVIDIA A100-SXM4-40GB: MIG 2g.10gb + 2g.10gb + 2g.10gb + 1g.5gb -> MIG " in out
     # the simulated layout is the policy's: apply refuses, the boot unit's run is a no-op

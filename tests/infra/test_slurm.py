@@ -11,6 +11,7 @@ with ENXIO ("No such device or address"), one it denies with EPERM.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -141,3 +142,62 @@ def test_a_user_added_to_the_directory_reaches_slurm_after_one_sync(vm):
     assert assoc == "ds01-student|ds01-student", assoc
     again = vm.run("ds01 slurm sync")
     assert again.rc == 0 and "match the policy" in again.stdout
+
+
+# A long timeout: under TCG, with the VM's timers running, one scrape took 9-15 s
+# over HTTP (node-exporter's 6 s) though the exporter's collect is ~1.1 s.
+SCRAPE = "python3 -c \"import urllib.request; print(urllib.request.urlopen(" \
+         "'http://127.0.0.1:9901/metrics', timeout=60).read().decode())\""  # fmt: skip
+
+
+def test_status_and_the_exporter_show_a_users_slurm_job(vm):
+    from test_monitoring import query, wait_for
+
+    sub = as_user(vm, "lt.researcher", f"{BATCH} --parsable --gres=gpu:3g.20gb:1 "
+                                       "--wrap 'sleep 120'")  # fmt: skip
+    assert sub.rc == 0, sub.stderr
+    jid = sub.stdout.strip()
+    try:
+        wait_state(vm, jid, {"RUNNING"})
+        mine = as_user(vm, "lt.researcher", "ds01 status")
+        assert mine.rc == 0, mine.stderr
+        assert re.search(r"^Slurm: [1-9]\d* running, \d+ pending; GPUs allocated: .*"
+                         r"gpu 3g\.20gb 1/1", mine.stdout, re.M), mine.stdout  # fmt: skip
+        assert re.search(rf"^ +{jid} lt\.researcher +gpu +RUNNING +3g\.20gb x1$",
+                         mine.stdout, re.M), mine.stdout  # fmt: skip
+        other = as_user(vm, "lt.student", "ds01 status --json")
+        assert other.rc == 0, other.stderr
+        slurm = json.loads(other.stdout)["slurm"]
+        assert slurm["up"] and slurm["running"] >= 1  # the queue they wait in, counted
+        assert jid not in {j["id"] for j in slurm["jobs"]}  # but not another's job
+        # The exporter (its own user, its sandbox) ran squeue and sinfo at this scrape.
+        text = vm.check_output(SCRAPE)
+        assert "ds01_slurm_up 1.0" in text, text
+        # (the exposition format sorts the labels)
+        assert re.search(r'^ds01_slurm_jobs\{partition="gpu",qos="ds01-researcher",'
+                         r'state="RUNNING"\} [1-9]', text, re.M), text  # fmt: skip
+        assert 'ds01_slurm_user_gpus{type="3g.20gb",user="lt.researcher"} 1.0' in text
+        assert 'ds01_slurm_gres{kind="allocated",partition="gpu",type="3g.20gb"} 1.0' in text
+        # and Prometheus has it from its scrape
+        wait_for("ds01_slurm_user_gpus in Prometheus", lambda: query(
+            vm, 'ds01_slurm_user_gpus{user="lt.researcher",type="3g.20gb"} == 1'), 30)  # fmt: skip
+    finally:
+        vm.run(f"scancel {jid}")
+
+
+def test_slurm_down_is_one_status_line_and_a_gauge(vm):
+    vm.check_output("systemctl stop slurmctld")
+    try:
+        out = as_user(vm, "lt.student", "ds01 status")
+        assert out.rc == 0, out.stderr
+        # squeue retries the controller for 9 s before its own "connect failure"
+        # (measured here); the reader gives up at queue.TIMEOUT, 5 s.
+        lines = [line for line in out.stdout.splitlines() if line.startswith("Slurm")]
+        assert lines == ["Slurm: not reachable (squeue: no answer in 5s)"], out.stdout
+        text = vm.check_output(SCRAPE)
+        assert "ds01_slurm_up 0.0" in text and "ds01_gpu_snapshot_up" in text
+        assert 'ds01_exporter_collector_errors{collector="slurm"} 0.0' in text
+    finally:
+        vm.check_output("systemctl start slurmctld")
+        wait = "for i in $(seq 30); do scontrol ping | grep -q UP && exit 0; sleep 1; done; exit 1"
+        vm.check_output(wait)

@@ -316,3 +316,36 @@ def test_turning_mig_off_destroys_then_disables(make, nv):
     done, _ = _apply(alloc, nv)
     assert nv.calls[-1] == "set-mig 0 0" and nv.gpus[0].mig == (0, 0)
     assert [s.unit.kind for s in _units(alloc, 0)] == ["gpu"]
+
+
+# -- a cluster's head: Slurm's GPUs are not the allocator's to repartition -------
+
+
+def _slurm_has_gpu_1(alloc):
+    """The head (the controller) is a compute node whose GPU 1 is Slurm's."""
+    from ds01.config import Cluster
+
+    cluster = Cluster.model_validate({
+        "name": "lab", "controller": "head",
+        "nodes": {"head": {"gpus": {"slurm": [1], "interactive": [0]}}},
+        "partitions": {"gpu": {"nodes": ["head"], "default": True}},
+    })  # fmt: skip
+    alloc.policy = alloc.policy.model_copy(update={"cluster": cluster})
+    return alloc
+
+
+@pytest.mark.parametrize("boot", [False, True])
+def test_apply_leaves_a_gpu_slurm_owns_as_it_is(make, nv, boot):
+    """GPU 1 would change (MIG off -> 7g.40gb) but is Slurm's: its MIG devices
+    are in Slurm's gres.conf and its jobs' hands, which the allocator's drain
+    cannot see; the plan says so and apply, at boot too, changes only GPU 0."""
+    alloc = _slurm_has_gpu_1(make(TWO_3G, {"gpus": [1], "model": A40, "mig": ["7g.40gb"]}))
+    p0, p1 = plan(alloc.policy, NvmlBackend(nv.module()).read(), alloc.status())
+    assert p0.changes and not p1.changes and p1.slurm == "cluster.nodes.head.gpus"
+    assert p1.to_json()["slurm"] == "cluster.nodes.head.gpus" and p1.placed is None
+    text = "\n".join(describe_plan([p0, p1]))
+    assert "GPU 1: Slurm's (cluster.nodes.head.gpus), left as it is" in text
+    done, _ = _apply(alloc, nv, boot=boot)
+    assert [p.index for p in done] == [0]
+    assert nv.calls and all(c.split()[1] == "0" for c in nv.calls), nv.calls
+    assert alloc.layout_drains() == {} and alloc.check_invariants() == []

@@ -243,3 +243,57 @@ def test_a_broken_source_does_not_blank_the_scrape(policy, tmp_path, monkeypatch
                                   jobs_dir=tmp_path))  # fmt: skip
     assert value(found, "ds01_exporter_collector_errors", collector="jobs") == 1
     assert value(found, "ds01_user_tasks", user=STUDENT, role="student") == 31
+
+
+# -- Slurm, where the policy has a cluster -------------------------------------
+
+QUEUE_FIX = REPO / "tests/unit/cluster/fixtures/queue"
+
+
+def _slurm(state):
+    return Ds01Collector(state[0], cgroup_root=CGROUP, snapshot="/nonexistent", jobs_dir="/nonexistent",
+                         slurm=state[1], clock=lambda: T0)  # fmt: skip
+
+
+def test_slurm_metrics_from_the_vms_squeue_and_sinfo(policy):
+    from ds01.cluster import queue
+
+    read = lambda: queue.read(lambda argv: (QUEUE_FIX / f"{argv[0]}-busy.txt").read_text())  # noqa: E731
+    found = samples(_slurm((policy, read)))
+    assert value(found, "ds01_slurm_up") == 1
+    assert value(found, "ds01_slurm_jobs", state="RUNNING", partition="gpu", qos="ds01-uid1002") == 1
+    assert value(found, "ds01_slurm_jobs", state="PENDING", partition="gpu", qos="ds01-student") == 1
+    assert value(found, "ds01_slurm_pending_jobs", partition="gpu", reason="QOSMaxCpuPerUserLimit") == 1
+    assert value(found, "ds01_slurm_user_jobs", user="lt.student2", account="ds01-student",
+                 state="PENDING") == 1  # fmt: skip
+    assert value(found, "ds01_slurm_user_gpus", user="lt.student2", type="2g.10gb") == 3
+    assert value(found, "ds01_slurm_user_billing", user="lt.student2") == 6  # running only
+    assert value(found, "ds01_slurm_gres", partition="gpu", type="2g.10gb", kind="total") == 4
+    assert value(found, "ds01_slurm_gres", partition="gpu", type="2g.10gb", kind="allocated") == 3
+    assert value(found, "ds01_slurm_nodes", partition="gpu", state="allocated") == 1
+    assert value(found, "ds01_exporter_collector_errors", collector="slurm") == 0
+    labels = {k for n, lab in found if n.startswith("ds01_slurm") for k, _ in lab}
+    assert labels and not labels & {"job", "instance"}
+
+
+def test_slurm_down_is_a_gauge_and_the_scrape_goes_on(policy):
+    from ds01.cluster.queue import SlurmState
+
+    found = samples(_slurm((policy, lambda: SlurmState(error="squeue: no answer in 5s"))))
+    assert value(found, "ds01_slurm_up") == 0
+    assert not {n for n in names(found) if n.startswith("ds01_slurm")} - {"ds01_slurm_up"}
+    assert value(found, "ds01_exporter_collector_errors", collector="slurm") == 0
+    assert "ds01_gpu_snapshot_up" in names(found)  # the allocator's side is still served
+
+
+def test_a_single_server_exports_no_slurm_and_runs_no_squeue(policy, monkeypatch):
+    import subprocess
+
+    def no_subprocess(*a, **kw):
+        raise AssertionError("squeue ran on a single server")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    found = samples(Ds01Collector(policy, cgroup_root=CGROUP, snapshot="/nonexistent",
+                                  jobs_dir="/nonexistent", clock=lambda: T0))  # fmt: skip
+    assert not [n for n in names(found) if n.startswith("ds01_slurm")]
+    assert ("ds01_exporter_collector_errors", frozenset({("collector", "slurm")})) not in found

@@ -171,11 +171,40 @@ def annotations(policy, alert: str, labels: dict) -> dict:
             for k, v in rule["annotations"].items()}  # fmt: skip
 
 
+# Only where the policy has a cluster: the exporter's Slurm gauge.
+SLURM_CASES = [
+    ("Ds01SlurmDown", {"ds01_slurm_up": "1 1 0x10"}, "2m", None),
+    ("Ds01SlurmDown", {"ds01_slurm_up": "1 1 0x10"}, "5m", {"severity": "critical"}),
+]
+
+
+def with_cluster(policy):
+    from ds01.config import Cluster
+
+    cluster = Cluster.model_validate({"name": "lab", "controller": "head", "nodes": {"head": {}},
+                                      "partitions": {"gpu": {"nodes": ["head"]}}})  # fmt: skip
+    return policy.model_copy(update={"cluster": cluster})
+
+
 @needs_promtool
 def test_every_alert_fires_on_its_condition_and_not_before(policy, tmp_path):
+    promtool_test_rules(policy, CASES, tmp_path)
+
+
+@needs_promtool
+def test_a_cluster_adds_the_slurm_alert_and_it_fires_when_slurm_does_not_answer(policy, tmp_path):
+    names = {r["alert"] for r in render.rules(policy)["groups"][0]["rules"]}
+    assert "Ds01SlurmDown" not in names  # one server: no Slurm, no alert about it
+    cluster = with_cluster(policy)
+    assert {r["alert"] for r in render.rules(cluster)["groups"][0]["rules"]} == {
+        c[0] for c in CASES + SLURM_CASES}  # fmt: skip
+    promtool_test_rules(cluster, CASES + SLURM_CASES, tmp_path)
+
+
+def promtool_test_rules(policy, cases, tmp_path):
     (tmp_path / "ds01.rules.yml").write_text(render.rules_yaml(policy))
     tests = []
-    for alert, series, at, labels in CASES:
+    for alert, series, at, labels in cases:
         exp = [] if labels is None else [{"exp_labels": labels, "exp_annotations": annotations(policy, alert, labels)}]
         tests.append({
             "interval": "1m",

@@ -4,6 +4,7 @@ real allocator snapshot and job records."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -88,3 +89,50 @@ def test_an_admin_also_sees_users_jobs_and_alerts(policy, snapshot, tmp_path):
 def test_no_role_no_limits(policy):
     data = status.gather(policy, "nobody", None, snapshot=None, cgroup_root=CGROUP)
     assert "mine" not in data and "has no DS01 role" in status.text(data)
+
+
+# -- Slurm, where the policy has a cluster (fixtures: tests/unit/cluster/test_queue.py)
+
+QUEUE_FIX = REPO / "tests/unit/cluster/fixtures/queue"
+
+
+def slurm_now():
+    from ds01.cluster import queue
+
+    return queue.read(lambda argv: (QUEUE_FIX / f"{argv[0]}-busy.txt").read_text())
+
+
+def test_a_user_sees_slurms_counts_and_their_own_jobs(policy, snapshot, tmp_path):
+    data = status.gather(policy, "lt.student2", "student", snapshot=snapshot, cgroup_root=CGROUP,
+                         jobs_dir=tmp_path, slurm=slurm_now, now=T0 + 100)  # fmt: skip
+    s = data["slurm"]
+    assert (s["up"], s["running"], s["pending"]) == (True, 2, 2)  # everyone's
+    assert [j["id"] for j in s["jobs"]] == ["3", "2"]  # theirs only
+    assert s["pending_reasons"] == {"QOSMaxCpuPerUserLimit": 1, "Resources": 1}
+    screen = status.text(data)
+    assert "Slurm: 2 running, 2 pending; GPUs allocated: gpu 1g.5gb 0/3, gpu 2g.10gb 3/4" in screen
+    assert re.search(r"\n +3 lt\.student2 +gpu +PENDING +2g\.10gb x1  QOSMaxCpuPerUserLimit", screen)
+    assert re.search(r"\n +2 lt\.student2 +gpu +RUNNING +2g\.10gb x3\n", screen + "\n")
+    assert "lt.researcher" not in screen
+
+
+def test_an_admin_sees_every_slurm_job(policy, snapshot, tmp_path):
+    data = status.gather(policy, "lt.admin", "admin", snapshot=snapshot, admin=True,
+                         cgroup_root=CGROUP, jobs_dir=tmp_path, slurm=slurm_now, now=T0)  # fmt: skip
+    assert [j["user"] for j in data["slurm"]["jobs"]] == [
+        "lt.student", "lt.student2", "lt.researcher", "lt.student2"]  # fmt: skip
+    assert re.search(r"\n +4 lt\.student +gpu +PENDING +any x1  Resources", status.text(data))
+
+
+def test_slurm_not_answering_is_one_line_and_no_slurm_without_a_cluster(policy, snapshot, tmp_path):
+    from ds01.cluster.queue import SlurmState
+
+    down = SlurmState(error="squeue: slurm_load_jobs error: Unable to contact slurm controller")
+    data = status.gather(policy, STUDENT, "student", snapshot=snapshot, cgroup_root=CGROUP,
+                         jobs_dir=tmp_path, slurm=lambda: down, now=T0)  # fmt: skip
+    lines = [line for line in status.text(data).splitlines() if "Slurm" in line or "slurm" in line]
+    assert lines == ["Slurm: not reachable (squeue: slurm_load_jobs error: Unable to contact "
+                     "slurm controller)"]  # fmt: skip
+    plain = status.gather(policy, STUDENT, "student", snapshot=snapshot, cgroup_root=CGROUP,
+                          jobs_dir=tmp_path, now=T0)  # fmt: skip
+    assert "slurm" not in plain and "Slurm" not in status.text(plain)
