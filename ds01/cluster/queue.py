@@ -17,13 +17,18 @@ says so in one line and a scrape still succeeds (``ds01_slurm_up 0``).
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ds01.config import Policy
+
+log = logging.getLogger(__name__)
 
 # slurmctld answers in milliseconds; a scrape must not hang on a dead one.
 TIMEOUT = 5.0
@@ -84,6 +89,7 @@ class SlurmState:
     jobs: tuple[SlurmJob, ...] = ()
     nodes: tuple[NodeGres, ...] = ()
     error: str | None = None
+    at: float | None = None  # when it was read (epoch seconds)
 
     @property
     def up(self) -> bool:
@@ -164,20 +170,74 @@ def run_command(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=TIMEOUT).stdout
 
 
-def read(run: Runner = run_command) -> SlurmState:
+def read(run: Runner = run_command, clock: Callable[[], float] = time.time) -> SlurmState:
     """Slurm's jobs and nodes now; a failure of either command is the
     state's ``error`` (the command and Slurm's own words), never raised."""
+    at = clock()
     try:
         jobs = parse_jobs(run(SQUEUE))
         nodes = parse_nodes(run(SINFO))
     except subprocess.CalledProcessError as e:
         said = (e.stderr or "").strip().splitlines()
-        return SlurmState(error=f"{e.cmd[0]}: {said[-1] if said else f'exit {e.returncode}'}")
+        why = said[-1] if said else f"exit {e.returncode}"
+        return SlurmState(error=f"{e.cmd[0]}: {why}", at=at)
     except subprocess.TimeoutExpired as e:
-        return SlurmState(error=f"{e.cmd[0]}: no answer in {e.timeout:g}s")
+        return SlurmState(error=f"{e.cmd[0]}: no answer in {e.timeout:g}s", at=at)
     except OSError as e:
-        return SlurmState(error=f"{e.filename or 'squeue'}: {e.strerror}")
-    return SlurmState(tuple(jobs), tuple(nodes))
+        return SlurmState(error=f"{e.filename or 'squeue'}: {e.strerror}", at=at)
+    return SlurmState(tuple(jobs), tuple(nodes), at=at)
+
+
+# How often the exporter reads Slurm (Prometheus scrapes every 15 s by default).
+POLL_INTERVAL = 15.0
+
+
+class Poller:
+    """:func:`read` in a thread of its own, every ``interval`` seconds;
+    calling the poller returns the latest reading at once.
+
+    For the exporter: two slurmctld round trips took a second on the loaded
+    test VM and up to :data:`TIMEOUT` each on a dead controller, inside a
+    scrape whose own timeout is seconds, so scrapes failed and the allocator's
+    metrics went with them. The reading's ``at`` says how old it is
+    (``ds01_slurm_read_age_seconds``). Only the first call waits, for the
+    first reading. A reading that raises anyway (a parse error on a Slurm
+    that prints something new) is an ``error`` state, and polling goes on.
+    """
+
+    def __init__(self, read: Callable[[], SlurmState], interval: float = POLL_INTERVAL):
+        self._read = read
+        self._interval = interval
+        self._state = SlurmState(error="Slurm not read yet")
+        self._lock = threading.Lock()
+        self._first = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="slurm-poller", daemon=True)
+
+    def start(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                state = self._read()
+            except Exception as e:  # the thread must outlive one bad reading
+                log.exception("reading Slurm")
+                state = SlurmState(error=f"reading Slurm failed: {e}", at=time.time())
+            with self._lock:
+                self._state = state
+            self._first.set()
+            self._stop.wait(self._interval)
+
+    def __call__(self) -> SlurmState:
+        self._first.wait(2 * TIMEOUT + 1)
+        with self._lock:
+            return self._state
 
 
 def reader(policy: Policy, run: Runner = run_command) -> Callable[[], SlurmState] | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ds01.cluster.queue import SlurmState, reader
+from ds01.cluster.queue import Poller, SlurmState, reader
 from ds01.config import Policy
 from ds01.config_cli import add_policy_option, load_or_exit
 from ds01.jobs import JOBS_DIR, read_all
@@ -114,7 +114,7 @@ class Ds01Collector:
         ]
         if self.slurm is not None:
             slurm = self.slurm
-            parts.append(("slurm", lambda: slurm_families(slurm())))
+            parts.append(("slurm", lambda: slurm_families(slurm(), self.clock())))
         for name, part in parts:
             try:
                 families = part()
@@ -223,11 +223,12 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     policy = load_or_exit(args.policy)
     mon = policy.monitoring
-    registry = registry_for(Ds01Collector(policy))
     stop = {signal.SIGTERM, signal.SIGINT}
-    # Blocked before the server thread starts (it inherits the mask): the main
-    # thread receives them in sigwait and the process exits cleanly.
+    # Blocked before the server and poller threads start (they inherit the
+    # mask): the main thread receives them in sigwait and the process exits cleanly.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    slurm = reader(policy)
+    registry = registry_for(Ds01Collector(policy, slurm=Poller(slurm).start() if slurm else None))
     start_http_server(mon.ports.exporter, addr=mon.listen_address, registry=registry)
     log.info("serving on %s:%d", mon.listen_address, mon.ports.exporter)
     signal.sigwait(stop)

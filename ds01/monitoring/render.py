@@ -229,9 +229,10 @@ def rules(policy: Policy) -> dict:
                "tell the user (ds01 storage usage shows theirs); raise the role's quota if it is the norm"),
     ]  # fmt: skip
     if policy.cluster is not None:
-        # The exporter asks slurmctld at every scrape (ds01/monitoring/slurm.py).
+        # The exporter polls slurmctld (ds01.cluster.queue.Poller): a reading
+        # older than 8 intervals means the poller itself is stuck.
         out.append(_alert(
-            "Ds01SlurmDown", "ds01_slurm_up == 0", down, "critical",
+            "Ds01SlurmDown", "ds01_slurm_up == 0 or ds01_slurm_read_age_seconds > 120", down, "critical",
             "Slurm's controller does not answer squeue: batch jobs are not scheduled",
             "scontrol ping; systemctl status slurmctld munge; journalctl -u slurmctld; "
             "`ds01 status` shows squeue's own error",

@@ -1,8 +1,10 @@
 """The exporter's Slurm metrics, from one :func:`ds01.cluster.queue.read`.
 
-Served only where the policy has ``cluster:`` (the exporter checks); the
-scrape then runs ``squeue`` and ``sinfo`` once each, the exception to the
-collectors' "no subprocess" rule (slurmctld holds the queue, no file does).
+Served only where the policy has ``cluster:`` (the exporter checks), from
+the exporter's :class:`ds01.cluster.queue.Poller`, which runs ``squeue`` and
+``sinfo`` in its own thread, the exception to the collectors' "no
+subprocess" rule (slurmctld holds the queue, no file does); a scrape never
+waits for them.
 A Slurm that does not answer is ``ds01_slurm_up 0`` and nothing else, so
 the scrape still succeeds and the allocator's metrics are served.
 
@@ -20,11 +22,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from ds01.cluster import queue
 
 
-def slurm_families(state: queue.SlurmState) -> list[Metric]:
-    up = GaugeMetricFamily("ds01_slurm_up", "1 if squeue and sinfo answered at this scrape")
+def slurm_families(state: queue.SlurmState, now: float) -> list[Metric]:
+    up = GaugeMetricFamily("ds01_slurm_up", "1 if squeue and sinfo answered at the last reading")
     up.add_metric([], 1 if state.up else 0)
+    head: list[Metric] = [up]
+    if state.at is not None:
+        age = GaugeMetricFamily(
+            "ds01_slurm_read_age_seconds", "seconds since the exporter's poller last read Slurm"
+        )
+        age.add_metric([], max(0.0, now - state.at))
+        head.append(age)
     if not state.up:
-        return [up]
+        return head
     jobs = GaugeMetricFamily(
         "ds01_slurm_jobs", "Slurm jobs in the queue", labels=["state", "partition", "qos"]
     )
@@ -76,4 +85,4 @@ def slurm_families(state: queue.SlurmState) -> list[Metric]:
     )
     for (part, st), n in sorted(Counter((n.partition, n.state) for n in state.nodes).items()):
         nodes.add_metric([part, st], n)
-    return [up, jobs, pending, per_user, user_gpus, billing, gres, nodes]
+    return [*head, jobs, pending, per_user, user_gpus, billing, gres, nodes]

@@ -150,6 +150,17 @@ SCRAPE = "python3 -c \"import urllib.request; print(urllib.request.urlopen(" \
          "'http://127.0.0.1:9901/metrics', timeout=60).read().decode())\""  # fmt: skip
 
 
+def scrape_until(vm, pattern: str, within: float = 90) -> str:
+    """The exporter's page once it matches ``pattern``: it serves its poller's
+    last reading of Slurm (ds01.cluster.queue.Poller, every 15 s)."""
+    deadline = time.monotonic() + within
+    while True:
+        text = vm.check_output(SCRAPE)
+        if re.search(pattern, text, re.M) or time.monotonic() > deadline:
+            return text
+        time.sleep(3)
+
+
 def test_status_and_the_exporter_show_a_users_slurm_job(vm):
     from test_monitoring import query, wait_for
 
@@ -170,12 +181,14 @@ def test_status_and_the_exporter_show_a_users_slurm_job(vm):
         slurm = json.loads(other.stdout)["slurm"]
         assert slurm["up"] and slurm["running"] >= 1  # the queue they wait in, counted
         assert jid not in {j["id"] for j in slurm["jobs"]}  # but not another's job
-        # The exporter (its own user, its sandbox) ran squeue and sinfo at this scrape.
-        text = vm.check_output(SCRAPE)
+        # The exporter (its own user, its sandbox) read it with squeue and sinfo
+        # (the exposition format sorts the labels).
+        running = r'^ds01_slurm_jobs\{partition="gpu",qos="ds01-researcher",state="RUNNING"\} [1-9]'
+        text = scrape_until(vm, running)
         assert "ds01_slurm_up 1.0" in text, text
-        # (the exposition format sorts the labels)
-        assert re.search(r'^ds01_slurm_jobs\{partition="gpu",qos="ds01-researcher",'
-                         r'state="RUNNING"\} [1-9]', text, re.M), text  # fmt: skip
+        assert re.search(running, text, re.M), text
+        age = float(re.search(r"^ds01_slurm_read_age_seconds (\S+)", text, re.M).group(1))
+        assert age < 60, f"the exporter's reading of Slurm is {age} s old"
         assert 'ds01_slurm_user_gpus{type="3g.20gb",user="lt.researcher"} 1.0' in text
         assert 'ds01_slurm_gres{kind="allocated",partition="gpu",type="3g.20gb"} 1.0' in text
         # and Prometheus has it from its scrape
@@ -194,7 +207,7 @@ def test_slurm_down_is_one_status_line_and_a_gauge(vm):
         # (measured here); the reader gives up at queue.TIMEOUT, 5 s.
         lines = [line for line in out.stdout.splitlines() if line.startswith("Slurm")]
         assert lines == ["Slurm: not reachable (squeue: no answer in 5s)"], out.stdout
-        text = vm.check_output(SCRAPE)
+        text = scrape_until(vm, r"^ds01_slurm_up 0\.0")
         assert "ds01_slurm_up 0.0" in text and "ds01_gpu_snapshot_up" in text
         assert 'ds01_exporter_collector_errors{collector="slurm"} 0.0' in text
     finally:

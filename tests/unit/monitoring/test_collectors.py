@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -258,9 +260,10 @@ def _slurm(state):
 def test_slurm_metrics_from_the_vms_squeue_and_sinfo(policy):
     from ds01.cluster import queue
 
-    read = lambda: queue.read(lambda argv: (QUEUE_FIX / f"{argv[0]}-busy.txt").read_text())  # noqa: E731
+    read = lambda: queue.read(lambda argv: (QUEUE_FIX / f"{argv[0]}-busy.txt").read_text(), lambda: T0 - 12)  # noqa: E731
     found = samples(_slurm((policy, read)))
     assert value(found, "ds01_slurm_up") == 1
+    assert value(found, "ds01_slurm_read_age_seconds") == 12
     assert value(found, "ds01_slurm_jobs", state="RUNNING", partition="gpu", qos="ds01-uid1002") == 1
     assert value(found, "ds01_slurm_jobs", state="PENDING", partition="gpu", qos="ds01-student") == 1
     assert value(found, "ds01_slurm_pending_jobs", partition="gpu", reason="QOSMaxCpuPerUserLimit") == 1
@@ -297,3 +300,55 @@ def test_a_single_server_exports_no_slurm_and_runs_no_squeue(policy, monkeypatch
                                   jobs_dir="/nonexistent", clock=lambda: T0))  # fmt: skip
     assert not [n for n in names(found) if n.startswith("ds01_slurm")]
     assert ("ds01_exporter_collector_errors", frozenset({("collector", "slurm")})) not in found
+
+
+def test_the_exporter_polls_slurm_so_a_scrape_never_waits_for_it(policy):
+    from ds01.cluster import queue
+
+    calls, slow = [], threading.Event()
+
+    def read():
+        calls.append(1)
+        if len(calls) > 1:
+            slow.wait(30)  # slurmctld stops answering after the first reading
+        return queue.SlurmState(at=T0 - len(calls))
+
+    poller = queue.Poller(read, interval=0.01).start()
+    try:
+        collector = _slurm((policy, poller))
+        for _ in range(3):
+            t = time.monotonic()
+            found = samples(collector)
+            assert time.monotonic() - t < 1, "the scrape waited for Slurm"
+            assert value(found, "ds01_slurm_up") == 1 and value(found, "ds01_slurm_read_age_seconds") == 1
+        assert len(calls) <= 2  # the poller's readings only: no scrape read Slurm
+    finally:
+        slow.set()
+        poller.stop()
+
+
+def test_a_reading_that_raises_is_an_error_and_polling_goes_on(policy):
+    from ds01.cluster import queue
+
+    calls, go = [], threading.Event()
+
+    def read():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("squeue printed something new")
+        go.wait(30)
+        return queue.SlurmState(at=T0)
+
+    poller = queue.Poller(read, interval=0.01).start()
+    try:
+        first = poller()
+        assert not first.up and "squeue printed something new" in first.error and first.at
+        go.set()
+        for _ in range(200):
+            if poller().up:
+                break
+            time.sleep(0.01)
+        assert poller().up, "polling stopped after a reading raised"
+    finally:
+        go.set()
+        poller.stop()

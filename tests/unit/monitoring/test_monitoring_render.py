@@ -175,6 +175,10 @@ def annotations(policy, alert: str, labels: dict) -> dict:
 SLURM_CASES = [
     ("Ds01SlurmDown", {"ds01_slurm_up": "1 1 0x10"}, "2m", None),
     ("Ds01SlurmDown", {"ds01_slurm_up": "1 1 0x10"}, "5m", {"severity": "critical"}),
+    # Slurm answered, but the poller stopped reading it: the reading only ages.
+    ("Ds01SlurmDown", {"ds01_slurm_up": "1x30", "ds01_slurm_read_age_seconds": "15 15 15 75+60x20"}, "4m", None),
+    ("Ds01SlurmDown", {"ds01_slurm_up": "1x30", "ds01_slurm_read_age_seconds": "15 15 15 75+60x20"}, "9m",
+     {"severity": "critical"}),
 ]
 
 
