@@ -53,8 +53,9 @@ class Ds01Collector:
     + cgroup_root, snapshot, jobs_dir: the sources (tests point them at fixtures)
     + nvml: reads one unit's utilisation and memory (tests); default: the
       reconciler's readings file beside the snapshot
-    + slurm: reads Slurm's queue (tests: a fixture); default
-      ``ds01.cluster.queue.reader``: none without ``cluster:`` in the policy
+    + slurm: reads Slurm's queue (tests: a fixture); default a
+      ``ds01.cluster.queue.Poller`` of ``reader(policy)``, started here: none
+      without ``cluster:`` in the policy
     """
 
     def __init__(
@@ -77,7 +78,9 @@ class Ds01Collector:
         self.jobs_dir = jobs_dir
         self.nvml = nvml
         self.clock = clock
-        self.slurm = slurm or reader(policy)
+        if slurm is None and (read := reader(policy)) is not None:
+            slurm = Poller(read).start()  # a scrape never waits for slurmctld
+        self.slurm = slurm
 
     def collect(self) -> Iterator[Metric]:
         errors = GaugeMetricFamily(
@@ -227,8 +230,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     # Blocked before the server and poller threads start (they inherit the
     # mask): the main thread receives them in sigwait and the process exits cleanly.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-    slurm = reader(policy)
-    registry = registry_for(Ds01Collector(policy, slurm=Poller(slurm).start() if slurm else None))
+    registry = registry_for(Ds01Collector(policy))
     start_http_server(mon.ports.exporter, addr=mon.listen_address, registry=registry)
     log.info("serving on %s:%d", mon.listen_address, mon.ports.exporter)
     signal.sigwait(stop)
