@@ -231,6 +231,9 @@ def apply(
     leftover = [p.index for p in plans if p.drained and not p.changes]
     if leftover:
         alloc.resume_gpus(leftover)  # an earlier apply's work is in place after all
+    slurms = [str(p.index) for p in plans if p.slurm]
+    if slurms:
+        say(f"GPU(s) {', '.join(slurms)} are Slurm's: left as they are")
     if not todo:
         say("every GPU is laid out as the policy asks; nothing to do")
         return []

@@ -18,6 +18,15 @@ from conftest import as_user
 
 pytestmark = pytest.mark.vm
 
+# tests/run cluster: tests/vm/cluster.yaml gives GPUs 2 and 3 (the MIG ones) to
+# Slurm, so the interactive pool is GPUs 0 and 1, whole.
+CLUSTER = os.environ.get("DS01_CLUSTER") == "1"
+POOL = ["gpu", "gpu"] if CLUSTER else [
+    "gpu", "gpu", "3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb", "2g.10gb", "2g.10gb", "2g.10gb",
+    "1g.5gb"]  # fmt: skip
+# who queues for what: a student may not hold a whole GPU, so in the cluster a researcher does
+QUEUER, QUEUE_KIND = ("lt.researcher", "gpu") if CLUSTER else ("lt.student", "1g.5gb")
+
 
 def wait_for_snapshot(vm, timeout=60):
     deadline = time.time() + timeout
@@ -65,8 +74,8 @@ def test_ordinary_user_sees_every_unit(vm):
     assert out.rc == 0, out.stderr
     snap = json.loads(out.stdout)
     kinds = sorted(u["kind"] for u in snap["units"])
-    assert kinds == sorted(["gpu", "gpu", "3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb",
-                            "2g.10gb", "2g.10gb", "2g.10gb", "1g.5gb"])  # fmt: skip
+    assert kinds == sorted(POOL)
+    assert {u["gpu"] for u in snap["units"]} == ({0, 1} if CLUSTER else {0, 1, 2, 3})
     table = as_user(vm, "lt.student", "ds01 gpu status")
     assert table.rc == 0 and "units free" in table.stdout
     # ...but cannot write the allocator's state.
@@ -85,20 +94,28 @@ def test_sudoers_rule_is_valid_and_narrow(vm):
 
 
 def test_queue_join_through_sudo_and_the_login_notice(vm):
-    assert "ds01-student" in vm.check_output("id -nG lt.student").split()
-    out = as_user(vm, "lt.student", "ds01 gpu queue join --kind 1g.5gb")
+    role = "ds01-researcher" if CLUSTER else "ds01-student"
+    assert role in vm.check_output(f"id -nG {QUEUER}").split()
+    out = as_user(vm, QUEUER, f"ds01 gpu queue join --kind {QUEUE_KIND}")
     assert out.rc == 0, out.stderr
     try:
-        assert "reserved for you" in out.stdout  # 1g.5gb units are free on the VM
-        queue = json.loads(as_user(vm, "lt.student", "ds01 gpu queue --json").stdout)
-        assert [(e["user"], e["state"]) for e in queue] == [("lt.student", "reserved")]
-        notice = as_user(vm, "lt.student", "bash -lic true 2>&1")  # an interactive login
-        assert "DS01 GPU: a 1g.5gb" in notice.stdout
-        refused = as_user(vm, "lt.student", "sudo -n /usr/local/bin/ds01 gpu queue join "
-                          "--kind 1g.5gb --policy /tmp/mine.yaml")  # fmt: skip
+        assert "reserved for you" in out.stdout  # such units are free on the VM
+        queue = json.loads(as_user(vm, QUEUER, "ds01 gpu queue --json").stdout)
+        assert [(e["user"], e["state"]) for e in queue] == [(QUEUER, "reserved")]
+        notice = as_user(vm, QUEUER, "bash -lic true 2>&1")  # an interactive login
+        assert f"DS01 GPU: a {QUEUE_KIND}" in notice.stdout
+        refused = as_user(vm, QUEUER, "sudo -n /usr/local/bin/ds01 gpu queue join "
+                          f"--kind {QUEUE_KIND} --policy /tmp/mine.yaml")  # fmt: skip
         assert refused.rc != 0
     finally:
-        as_user(vm, "lt.student", "ds01 gpu queue leave --all")
+        as_user(vm, QUEUER, "ds01 gpu queue leave --all")
+    assert as_user(vm, QUEUER, "ds01 gpu queue --json").stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not CLUSTER, reason="the MIG units are Slurm's only in tests/run cluster")
+def test_no_queue_for_a_kind_only_slurm_has(vm):
+    out = as_user(vm, "lt.student", "ds01 gpu queue join --kind 1g.5gb")
+    assert out.rc != 0 and "has no 1g.5gb the student role may use" in out.stderr, out
     assert as_user(vm, "lt.student", "ds01 gpu queue --json").stdout.strip() == "[]"
 
 
@@ -159,6 +176,7 @@ a.close()
 """
 
 
+@pytest.mark.skipif(CLUSTER, reason="a student's lease needs a MIG unit; in the cluster they are Slurm's")
 def test_usage_ledger_root_sees_everyone_a_student_their_own(vm):
     vm.check_output(f"/opt/ds01/venv/bin/python -c {shlex.quote(LEASES)}")
     root = json.loads(vm.check_output("ds01 usage --json"))

@@ -345,7 +345,7 @@ def test_apply_leaves_a_gpu_slurm_owns_as_it_is(make, nv, boot):
     assert p1.to_json()["slurm"] == "cluster.nodes.head.gpus" and p1.placed is None
     text = "\n".join(describe_plan([p0, p1]))
     assert "GPU 1: Slurm's (cluster.nodes.head.gpus), left as it is" in text
-    done, _ = _apply(alloc, nv, boot=boot)
-    assert [p.index for p in done] == [0]
+    done, lines = _apply(alloc, nv, boot=boot)
+    assert [p.index for p in done] == [0] and "GPU(s) 1 are Slurm's: left as they are" in lines
     assert nv.calls and all(c.split()[1] == "0" for c in nv.calls), nv.calls
     assert alloc.layout_drains() == {} and alloc.check_invariants() == []
