@@ -15,11 +15,12 @@ import json
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
 from deploys._support import REPO, apt_packages, wheelhouse
 from ds01.monitoring import dashboards, render
 from facts.python import PythonVersion
+from operations import groups
 
 TEMPLATES = REPO / "templates/monitoring"
 EXPORTER_USER = "ds01-exporter"
@@ -78,8 +79,8 @@ systemd.service(name="Alertmanager running", service="prometheus-alertmanager.se
                 reloaded=am_conf.will_change and not am_args.will_change)  # fmt: skip
 
 # The DS01 exporter, as its own unprivileged user
-server.user(name=f"Exporter system user {EXPORTER_USER}", user=EXPORTER_USER, system=True,
-            shell="/usr/sbin/nologin", home="/nonexistent", create_home=False)  # fmt: skip
+groups.system_user(name=f"Exporter system user {EXPORTER_USER}", user=EXPORTER_USER,
+                   shell="/usr/sbin/nologin", home="/nonexistent")  # fmt: skip
 wheels = wheelhouse(host.get_fact(PythonVersion) or "3.11")
 exporter = files.template(
     name="DS01 exporter unit (ds01-exporter.service)",

@@ -7,11 +7,11 @@ VS Code remote only need the user's own home, which stays theirs (0700).
 """
 
 from pyinfra import host
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from deploys._support import REPO
 from ds01.identity.guard import DROPIN, SUDO_GROUP, sudoers_text
-from operations import privacy
+from operations import groups, privacy
 
 policy = host.data.policy
 ident = policy.identity
@@ -32,9 +32,8 @@ files.line(name="`home` in interactive non-login shells too (/etc/bash.bashrc)",
 
 privacy.sudoers_dropin(name=f"{ident.admin_account} keeps sudo: {DROPIN} (checked by visudo)",
                        path=DROPIN, content=sudoers_text(policy))  # fmt: skip
-server.user(name=f"{ident.admin_account} is in the {SUDO_GROUP} group",
-            user=ident.admin_account, groups=[SUDO_GROUP], append=True,
-            ensure_home=False)  # fmt: skip
+groups.member(name=f"{ident.admin_account} is in the {SUDO_GROUP} group",
+              user=ident.admin_account, group=SUDO_GROUP)  # fmt: skip
 files.template(
     name=f"Cron job /etc/cron.d/ds01-admin-guard ({policy.schedules.admin_guard})",
     src=str(REPO / "templates/identity/cron.j2"),

@@ -12,24 +12,28 @@ import sys
 
 from ds01 import __version__
 
-# Modules with a ``register(subparsers)`` function, in the order of `ds01 --help`.
-COMMAND_MODULES = (
-    "ds01.config_cli",
-    "ds01.storage.cli",
-    "ds01.identity.cli",
-    "ds01.gpu.cli",
-    "ds01.gpu.usage_cli",
-    "ds01.docker.cli",
-    "ds01.jobs",
-    "ds01.backup.cli",
-    "ds01.ops.schedule",
-    "ds01.events",
-    "ds01.ops.maintenance",
-    "ds01.ops.doctor",
-    "ds01.monitoring.exporter",
-    "ds01.monitoring.status",
-    "ds01.cluster.cli",  # issue 14: only does something with the policy's cluster section
-)
+# Modules with a ``register(subparsers)`` function, in the order of `ds01 --help`,
+# with the commands each registers (a unit test keeps the two equal). A command
+# imports only its own module: importing all of them (pydantic models, the
+# Prometheus client, the allocator) is most of a command's start-up on a slow CPU.
+COMMAND_MODULES = {
+    "ds01.config_cli": ("config",),
+    "ds01.storage.cli": ("storage", "limits"),
+    "ds01.identity.cli": ("users", "admin-guard"),
+    "ds01.gpu.cli": ("gpu",),
+    "ds01.gpu.usage_cli": ("usage",),
+    "ds01.docker.cli": ("docker", "container", "images"),
+    "ds01.jobs": ("job",),
+    "ds01.backup.cli": ("backup",),
+    "ds01.ops.schedule": ("schedule",),
+    "ds01.events": ("events",),
+    "ds01.ops.maintenance": ("maintenance",),
+    "ds01.ops.doctor": ("doctor",),
+    "ds01.monitoring.exporter": ("monitoring",),
+    "ds01.monitoring.status": ("status",),
+    "ds01.cluster.cli": ("slurm",),  # issue 14: acts only with the policy's cluster section
+}
+MODULE_OF = {cmd: module for module, cmds in COMMAND_MODULES.items() for cmd in cmds}
 
 
 # How `ds01 --help` groups the commands: a user's first screen shows theirs first.
@@ -41,13 +45,19 @@ HELP_GROUPS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``command`` alone (with its module's other commands), or of
+    every command, with the grouped help, when ``command`` is None or unknown
+    (argparse then names the choices)."""
     parser = argparse.ArgumentParser(
         prog="ds01", description="DS01 shared GPU server tools",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"ds01 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if command in MODULE_OF:
+        importlib.import_module(MODULE_OF[command]).register(sub)
+        return parser
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     parser.epilog = _grouped(sub)
@@ -72,7 +82,10 @@ def _grouped(sub: argparse._SubParsersAction) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first word; an option before it (--help, --version) needs them all.
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

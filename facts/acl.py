@@ -98,7 +98,8 @@ _NSS_SCRIPT = (
     "    except KeyError: continue\n"
     "    try: g = grp.getgrgid(p.pw_gid).gr_name\n"
     "    except KeyError: g = str(p.pw_gid)\n"
-    "    users[u] = {'uid': p.pw_uid, 'gid': p.pw_gid, 'home': p.pw_dir, 'group': g}\n"
+    "    users[u] = {'uid': p.pw_uid, 'gid': p.pw_gid, 'home': p.pw_dir, 'group': g,\n"
+    "                'shell': p.pw_shell}\n"
     "for g in sys.argv[n + 1:]:\n"
     "    try: e = grp.getgrnam(g); groups[g] = {'gid': e.gr_gid, 'members': sorted(e.gr_mem)}\n"
     "    except KeyError: pass\n"
@@ -111,6 +112,7 @@ class NssUser(TypedDict):
     gid: int
     home: str
     group: str  # the primary group's name (its gid as text when it has none)
+    shell: str
 
 
 class NssGroup(TypedDict):
@@ -137,7 +139,8 @@ class Nss(FactBase[NssNames]):
         {
             "users": {
                 "j.doe@example.lan": {"uid": 200001, "gid": 200000,
-                                      "home": "/home/j.doe@example.lan", "group": "200000"},
+                                      "home": "/home/j.doe@example.lan", "group": "200000",
+                                      "shell": "/bin/bash"},
             },
             "groups": {"ds01-student": {"gid": 2001, "members": ["123456@example.lan"]}},
         }

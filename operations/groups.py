@@ -7,6 +7,7 @@ import re
 from pyinfra import host
 from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 
+from facts.acl import Nss
 from facts.groups import GroupMembers, UsersSyncPending
 
 # What shadow's tools accept in a member list (a comma or colon would corrupt /etc/group).
@@ -46,6 +47,64 @@ def exact_members(group: str, members: list[str]):
         yield StringCommand("groupadd", QuoteString(group))
     if have is not None or want:
         yield StringCommand("groupmod -U", QuoteString(",".join(want)), QuoteString(group))
+
+
+@operation()
+def member(user: str, group: str):
+    """
+    Make ``user`` a secondary member of the existing ``group``, leaving its
+    other members as they are (pyinfra's ``server.user`` would read every
+    local account, with an NSS lookup of each one's groups, to decide this).
+
+    + user: user name as NSS resolves it
+    + group: an existing group
+
+    **Example:**
+
+    .. code:: python
+
+        groups.member(name="The admin is in sudo", user="datasciencelab", group="sudo")
+    """
+    if not (_MEMBER.match(user) and _MEMBER.match(group)):
+        raise OperationError(f"refusing unsafe names: user {user!r}, group {group!r}")
+    have = host.get_fact(GroupMembers, groups=[group]).get(group)
+    if have is None:
+        raise OperationError(f"group {group!r} does not exist on the server")
+    if user in have["members"]:
+        host.noop(f"{user} is already in {group}")
+        return
+    yield StringCommand("gpasswd -a", QuoteString(user), QuoteString(group), ">/dev/null")
+
+
+@operation()
+def system_user(user: str, shell: str = "/usr/sbin/nologin", home: str = "/nonexistent"):
+    """
+    A system account for a service: created (``useradd --system``, its own
+    group, no home made) when missing; its shell and home set when they differ.
+
+    + user: account name
+    + shell: login shell
+    + home: home directory (not created)
+
+    **Example:**
+
+    .. code:: python
+
+        groups.system_user(name="Exporter system user ds01-exporter", user="ds01-exporter")
+    """
+    if not _MEMBER.match(user):
+        raise OperationError(f"refusing unsafe user name {user!r}")
+    have = host.get_fact(Nss, users=[user], groups=[])["users"].get(user)
+    if have is None:
+        yield StringCommand("useradd --system --user-group --no-create-home",
+                            "--shell", QuoteString(shell), "--home-dir", QuoteString(home),
+                            QuoteString(user))  # fmt: skip
+        return
+    if have["shell"] == shell and have["home"] == home:
+        host.noop(f"system user {user} exists")
+        return
+    yield StringCommand("usermod --shell", QuoteString(shell), "--home", QuoteString(home),
+                        QuoteString(user))  # fmt: skip
 
 
 @operation()

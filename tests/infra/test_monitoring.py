@@ -26,8 +26,15 @@ MON = POLICY["monitoring"]
 S1, RES = "lt.student", "lt.researcher"
 IMG = "ds01-vm/tiny:1"  # built by tests/infra/test_docker.py's fixture (imported below)
 PORTS = {"prometheus": 9090, "alertmanager": 9093, "node": 9100, "ds01": 9901}
+
+
+def _seconds(v: str) -> int:
+    return int(v[:-1]) * {"s": 1, "m": 60}[v[-1]]
+
+
 # Condition to firing alert: one scrape, the rule's `for`, two evaluations, and slack.
-ALERT_WITHIN = 5 + 5 + 2 * 5 + 10
+ALERT_WITHIN = (_seconds(MON["scrape_interval"]) + _seconds(MON["alerts"]["service_down_for"])
+                + 2 * _seconds(MON["evaluation_interval"]) + 10)  # fmt: skip
 
 QUERY = r"""
 import json, sys, urllib.parse, urllib.request

@@ -36,5 +36,7 @@ def test_nss_lookup_is_by_name_not_uid():
     )
     got = Nss().process(out.stdout.splitlines())
     assert set(got["users"]) == {"root"}
-    assert got["users"]["root"] == {"uid": 0, "gid": 0, "home": "/root", "group": "root"}
+    assert got["users"]["root"] == {"uid": 0, "gid": 0, "home": "/root", "group": "root",
+                                     "shell": got["users"]["root"]["shell"]}  # fmt: skip
+    assert got["users"]["root"]["shell"].startswith("/")
     assert set(got["groups"]) == {"root"}

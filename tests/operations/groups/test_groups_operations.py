@@ -18,7 +18,7 @@ from operations import groups, privacy, sssd
 
 HERE = Path(__file__).parent
 OPS = {
-    "exact_members": groups, "users_synced": groups,
+    "exact_members": groups, "users_synced": groups, "member": groups, "system_user": groups,
     "private_homes": privacy, "sudoers_dropin": privacy,
     "secret_snippet": sssd,
 }  # fmt: skip
