@@ -130,9 +130,9 @@ def test_home_command_in_login_shells(vm):
 
 def test_admin_guard_restores_sudo(vm):
     # cron's own guard (every 5 minutes here) must not repair it between the steps: a
-    # pass it started at 19:15:01 did so in a local CI run (stopping cron leaves its jobs)
+    # pass it started did so in a local CI run (stopping cron leaves its jobs; [d]: not this shell)
     vm.check_output("systemctl stop cron; for i in $(seq 120); do "
-                    "pgrep -f 'ds01 admin-guard' >/dev/null || exit 0; sleep 1; done; exit 1")
+                    "pgrep -f 'ds01 admin-guar[d]' >/dev/null || exit 0; sleep 1; done; exit 1")
     try:
         vm.run("gpasswd -d datasciencelab sudo; rm -f /etc/sudoers.d/ds01-admin")
         check = vm.run("ds01 admin-guard --check")
