@@ -988,8 +988,13 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def parse_policy(text: str, filename: str = "<policy>") -> Policy:
     """Validate policy text; raise :class:`PolicyError` listing every problem."""
     try:
-        root = yaml.compose(text, Loader=_YAML_LOADER)
-        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+        # One parse: the nodes give the lines, the same nodes give the data.
+        loader = _YAML_LOADER(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1
