@@ -19,6 +19,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from ds01.config import load_policy
+
 pytestmark = pytest.mark.vm
 
 POLICY = yaml.safe_load((REPO / "tests/vm/policy.yaml").read_text())
@@ -26,15 +28,11 @@ MON = POLICY["monitoring"]
 S1, RES = "lt.student", "lt.researcher"
 IMG = "ds01-vm/tiny:1"  # built by tests/infra/test_docker.py's fixture (imported below)
 PORTS = {"prometheus": 9090, "alertmanager": 9093, "node": 9100, "ds01": 9901}
-
-
-def _seconds(v: str) -> int:
-    return int(v[:-1]) * {"s": 1, "m": 60}[v[-1]]
-
-
-# Condition to firing alert: one scrape, the rule's `for`, two evaluations, and slack.
-ALERT_WITHIN = (_seconds(MON["scrape_interval"]) + _seconds(MON["alerts"]["service_down_for"])
-                + 2 * _seconds(MON["evaluation_interval"]) + 10)  # fmt: skip
+# Condition to firing alert: one scrape, the rule's `for`, two evaluations, and slack
+# (the policy model's durations, in seconds).
+_MON = load_policy(REPO / "tests/vm/policy.yaml").monitoring
+ALERT_WITHIN = (_MON.scrape_interval + _MON.alerts.service_down_for
+                + 2 * _MON.evaluation_interval + 10)  # fmt: skip
 
 QUERY = r"""
 import json, sys, urllib.parse, urllib.request
