@@ -98,3 +98,9 @@ def scheduled_job(policy, key: str, deploy: str, log: str):
         user="root", group="root", mode="0644", deploy=deploy, key=key,
         schedule=schedule, command=command, log=log,
     )  # fmt: skip
+
+
+def slurm_name(h) -> str:
+    """A host's name in Slurm: its inventory data ``slurm_name``, else its
+    short host name (inventory.py's DS01_GPU_NODES sets it)."""
+    return h.data.get("slurm_name") or h.name.split(".")[0]

@@ -20,7 +20,7 @@ from pyinfra import host, inventory
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
-from deploys._support import REPO, apt_packages
+from deploys._support import REPO, apt_packages, slurm_name
 from ds01.cluster import accounts, render
 from ds01.cluster.nodes import node_facts, node_gres
 from ds01.docker.model import ADMIN_ROLE
@@ -38,14 +38,11 @@ if cluster is None:
 NVML_PLUGIN = "/usr/lib/x86_64-linux-gnu/slurm-wlm/gpu_nvml.so"
 
 
-def slurm_name(h) -> str:
-    return h.data.get("slurm_name") or h.name.split(".")[0]
-
-
 hosts = {slurm_name(h): h for h in inventory.get_active_hosts()}
 me = slurm_name(host)
 is_controller = me == cluster.controller
 is_node = me in cluster.nodes
+compute_only = cluster.compute_only(me)
 missing = sorted(({cluster.controller} | set(cluster.nodes)) - set(hosts))
 if missing:
     raise SystemExit(
@@ -188,7 +185,7 @@ if is_node and policy.gpu.backend == "simulated":
 if is_node:
     systemd.service(name="slurmd running", service="slurmd.service", running=True, enabled=True,
                     restarted=conf.will_change or cgroup.will_change)  # fmt: skip
-if is_node and not is_controller:
+if compute_only:
     files.template(
         name="PAM: SSH lands in the user's job (pam_slurm_adopt), admins exempt",
         src=str(REPO / "templates/slurm/ds01-slurm-adopt.pam.j2"),

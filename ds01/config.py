@@ -691,6 +691,11 @@ class Cluster(Strict):
     partitions: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], Partition]
     accounting: Accounting = Accounting()
 
+    def compute_only(self, name: str) -> bool:
+        """Whether host ``name`` (its Slurm name) is a compute node and not the
+        head: it gets identity and Slurm only, and SSH only into jobs."""
+        return name in self.nodes and name != self.controller
+
     @model_validator(mode="after")
     def _one_default(self) -> Cluster:
         defaults = [n for n, p in self.partitions.items() if p.default]

@@ -1,12 +1,14 @@
-"""The VM as a one-node Slurm cluster (deploys/slurm.py), from the outside.
+"""The test VMs as a two-node Slurm cluster (deploys/slurm.py), from the outside.
 
-    tests/run cluster        (sets DS01_CLUSTER=1; the VM's policy gains
-                              tests/vm/cluster.yaml)
+    tests/run cluster        (sets DS01_CLUSTER=1 and DS01_VM_NODES; the
+                              policy gains tests/vm/cluster.yaml)
 
-The VM's two simulated MIG GPUs (2 and 3) are Slurm's: GPU 2 is 3g.20gb,
-2g.10gb, 1g.5gb, 1g.5gb; GPU 3 is 2g.10gb x3, 1g.5gb. Their device files are
-character devices without a driver: opening one the job's cgroup allows fails
-with ENXIO ("No such device or address"), one it denies with EPERM.
+The head VM's two simulated MIG GPUs (2 and 3) are Slurm's (partition gpu):
+GPU 2 is 3g.20gb, 2g.10gb, 1g.5gb, 1g.5gb; GPU 3 is 2g.10gb x3, 1g.5gb. The
+second VM, ds01-node2, is a compute node only (partition compute), with one
+whole A100. The device files are character devices without a driver:
+opening one the job's cgroup allows fails with ENXIO ("No such device or
+address"), one it denies with EPERM.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
-from conftest import as_user
+from conftest import as_user, ssh_argv, vm_host
 
 if os.environ.get("DS01_CLUSTER") != "1":
     pytest.skip("the VM is a cluster only in `tests/run cluster`", allow_module_level=True)
 
 pytestmark = pytest.mark.vm
+# tests/vm/inventory.py's DS01_VM_NODES: "<vm name>=<slurm name>"
+NODE_VM, NODE = os.environ.get("DS01_VM_NODES", "=").split(",")[0].split("=")
 JOB = "-p gpu -t 5 --mem=32M"
 # as_user keeps root's working directory: a batch job must not write there
 # (slurmstepd, as the user, fails to open /root/slurm-N.out and the job dies
@@ -46,11 +51,84 @@ def test_services_run(vm):
         assert vm.service(unit).is_running and vm.service(unit).is_enabled, unit
 
 
-def test_sinfo_shows_the_node_and_its_mig_gres(vm):
-    line = vm.check_output("sinfo -h -N -o '%N|%G|%T'")
-    node, gres, state = line.split("|")
-    assert node == "ds01-test" and state == "idle", line
-    assert sorted(gres.split(",")) == ["gpu:1g.5gb:3", "gpu:2g.10gb:4", "gpu:3g.20gb:1"]
+@pytest.fixture(scope="module")
+def node():
+    """The compute-only node (the second VM)."""
+    if not NODE_VM:
+        pytest.fail("DS01_VM_NODES names no compute node VM (tests/run cluster sets it)")
+    return vm_host(NODE_VM)
+
+
+def test_sinfo_shows_both_nodes_and_their_gres(vm):
+    lines = vm.check_output("sinfo -h -N -o '%N|%P|%G|%T'").splitlines()
+    nodes = {n: (p, sorted(g.split(",")), t) for n, p, g, t in (ln.split("|") for ln in lines)}
+    assert nodes == {
+        "ds01-test": ("gpu*", ["gpu:1g.5gb:3", "gpu:2g.10gb:4", "gpu:3g.20gb:1"], "idle"),
+        NODE: ("compute", ["gpu:a100:1"], "idle"),
+    }, lines
+
+
+def test_the_compute_node_has_slurm_and_not_the_interactive_platform(node):
+    for unit in ("munge", "slurmd"):
+        assert node.service(unit).is_running and node.service(unit).is_enabled, unit
+    for unit in ("slurmctld", "slurmdbd"):
+        assert not node.service(unit).is_running, unit
+    # the head's own parts are not deployed here (the image has their packages)
+    for path in ("/etc/systemd/system/ds01-docker.socket", "/etc/cron.d/ds01-users-sync",
+                 "/etc/systemd/system/ds01-exporter.service"):  # fmt: skip
+        assert not node.file(path).exists, path
+    assert node.file("/usr/local/bin/ds01").exists  # but the package is
+    # the controller's munge key, root-only
+    key = node.file("/etc/munge/munge.key")
+    assert (key.user, key.mode) == ("munge", 0o400)
+
+
+def test_a_job_on_the_compute_node_gets_its_whole_gpu(vm, node):
+    out = f"/tmp/ds01-test-node-job-{os.getpid()}.out"
+    sub = as_user(vm, "lt.researcher", (
+        f"sbatch --parsable --chdir=/tmp -p compute -t 5 --mem=32M --gres=gpu:a100:1 "
+        f"--output={out} --wrap 'echo cuda=$CUDA_VISIBLE_DEVICES; head -c0 /dev/nvidia0'"
+    ))  # fmt: skip
+    assert sub.rc == 0, sub.stderr
+    job = sub.stdout.strip()
+    deadline = time.time() + 90
+    while vm.check_output(f"squeue -h -j {job} -o %T") and time.time() < deadline:
+        time.sleep(2)
+    text = node.check_output(f"cat {out}")
+    assert "cuda=0" in text, text
+    assert "'/dev/nvidia0' for reading: No such device or address" in text, text
+    node.run(f"rm -f {out}")
+
+
+def test_ssh_to_the_compute_node_lands_in_a_job_or_nowhere(vm, node):
+    # The test key as the users' own on the node (a real cluster shares /home).
+    for user in ("lt.student", "lt.admin"):
+        node.check_output(
+            f"install -d -m 700 -o {user} -g {user} /home/{user}/.ssh && "
+            f"install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/"
+        )
+
+    def ssh(user: str, command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(ssh_argv(user, NODE_VM) + [command], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    admin = ssh("lt.admin", "echo in")
+    assert admin.returncode == 0 and admin.stdout == "in\n", admin.stderr  # ds01-admin: exempt
+    refused = ssh("lt.student", "echo in")
+    assert refused.returncode == 255 and refused.stdout == "", refused
+    log = node.check_output("journalctl -b --no-pager -o cat -t sshd | tail -n 30")
+    assert "pam_slurm_adopt" in log and "lt.student" in log, log
+    sub = as_user(vm, "lt.student", "sbatch --parsable --chdir=/tmp --output=/dev/null "
+                                    "-p compute -t 5 --mem=32M --wrap 'sleep 300'")  # fmt: skip
+    assert sub.rc == 0, sub.stderr
+    job = sub.stdout.strip()
+    try:
+        wait_state(vm, job, {"RUNNING"})
+        inside = ssh("lt.student", "cat /proc/self/cgroup")
+        assert inside.returncode == 0, inside.stderr
+        assert f"/job_{job}/" in inside.stdout, inside.stdout  # adopted into the job
+    finally:
+        vm.run(f"scancel {job}")
 
 
 def test_researcher_gets_exactly_the_mig_device_asked_for(vm):

@@ -2,6 +2,7 @@
 
     python3 tests/vm/vm.py build                  # build (or reuse) the cached image
     python3 tests/vm/vm.py up [--name ci] [--port 2222] [--guestfwd RULE ...]
+                              [--hostname H] [--lan listen|connect:PORT:ADDR --peer NAME=ADDR ...]
     python3 tests/vm/vm.py ssh [--name ci] -- CMD
     python3 tests/vm/vm.py down [--name ci]
 
@@ -9,6 +10,12 @@ The image holds every Debian package in deploys/packages.yaml (the deploys'
 own list, so the two cannot drift), systemd, sshd and python3. It is cached
 under .cache/vm/<hash of its inputs>/; each `up` boots a throwaway overlay of
 it plus a second disk with ext4 quota and project features for quota tests.
+
+`--lan` gives a VM a second network card on a private link between VMs (a
+QEMU socket netdev on loopback: the first VM listens, the others connect)
+with a static address in 10.77.0.0/24; `--peer` names the others in
+/etc/hosts, as DNS would on a real cluster (`tests/run cluster`: the head and
+a separate compute node).
 """
 
 from __future__ import annotations
@@ -185,7 +192,35 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def up(name: str, port: int, guestfwd: list[str], memory: int) -> None:
+def lan_args(lan: str) -> tuple[list[str], str]:
+    """QEMU's arguments for ``listen|connect:PORT:ADDR`` and the guest address."""
+    mode, port, addr = lan.split(":")
+    if mode not in ("listen", "connect"):
+        raise SystemExit(f"--lan {lan}: listen or connect, then the port and the address")
+    last = int(addr.rsplit(".", 1)[1])
+    return ["-netdev", f"socket,id=n1,{mode}=127.0.0.1:{port}",
+            "-device", f"virtio-net-pci,netdev=n1,mac=52:54:00:77:00:{last:02x}"], addr
+
+
+def _identity(hostname: str | None, addr: str | None, peers: list[str]) -> str:
+    """The shell that gives a booted VM its name, its LAN address and its peers."""
+    if not (hostname or addr or peers):
+        return ""
+    hostname = hostname or "ds01-test"
+    hosts = f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n" + "".join(
+        f"{a} {n}\n" for n, _, a in (p.partition("=") for p in peers))
+    script = f"hostnamectl set-hostname {hostname}\nprintf '{hosts}' > /etc/hosts\n"
+    if addr:
+        script += (
+            "printf '[Match]\\nName=eth1\\n\\n[Network]\\nAddress=%s/24\\n' "
+            f"{addr} > /etc/systemd/network/30-eth1.network\n"
+            "networkctl reload\nnetworkctl reconfigure eth1\n"
+        )
+    return script
+
+
+def up(name: str, port: int, guestfwd: list[str], memory: int, hostname: str | None = None,
+       lan: str | None = None, peers: tuple[str, ...] | list[str] = ()) -> None:
     image = build()
     down(name, quiet=True)
     rd = run_dir(name)
@@ -199,6 +234,7 @@ def up(name: str, port: int, guestfwd: list[str], memory: int) -> None:
     for rule in guestfwd:
         net += f",guestfwd={rule}"
     (rd / "port").write_text(str(port))
+    lan_qemu, addr = lan_args(lan) if lan else ([], None)
     t0 = time.time()
     run(["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2",
          "-m", str(memory), "-no-reboot",
@@ -206,7 +242,7 @@ def up(name: str, port: int, guestfwd: list[str], memory: int) -> None:
          "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.unified_cgroup_hierarchy=1",
          "-drive", f"file={rd / 'base.qcow2'},if=virtio,format=qcow2,cache=unsafe",
          "-drive", f"file={rd / 'data.qcow2'},if=virtio,format=qcow2,cache=unsafe",
-         "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+         "-netdev", net, "-device", "virtio-net-pci,netdev=n0", *lan_qemu,
          "-serial", f"file:{rd / 'serial.log'}", "-display", "none", "-monitor", "none",
          "-daemonize", "-pidfile", str(rd / "qemu.pid")])  # fmt: skip
     deadline = time.time() + 300
@@ -222,9 +258,11 @@ def up(name: str, port: int, guestfwd: list[str], memory: int) -> None:
         down(name, quiet=True)
         raise SystemExit(f"VM {name} did not come up in 300s; serial log tail:\n{tail}")
     log(f"VM {name} up on 127.0.0.1:{port} in {time.time() - t0:.0f}s")
+    # Always in this order, so that the users have the same UIDs on every VM
+    # (Slurm's nodes must agree on them).
     seed = "set -e\n" + "".join(
         f"id -u {u} >/dev/null 2>&1 || useradd -m -s /bin/bash {u}\n" for u in LOCAL_USERS
-    )
+    ) + _identity(hostname, addr, peers)
     subprocess.run(ssh_cmd(name) + ["bash -s"], input=seed.encode(), check=True)
 
 
@@ -258,6 +296,9 @@ def main() -> None:
     u.add_argument("--memory", type=int, default=2048)
     u.add_argument("--guestfwd", action="append", default=[],
                    help="e.g. tcp:10.0.2.100:389-tcp:127.0.0.1:3389")
+    u.add_argument("--hostname", help="the VM's host name (default: the image's, ds01-test)")
+    u.add_argument("--lan", help="listen|connect:PORT:ADDR, a link to other VMs (10.77.0.N)")
+    u.add_argument("--peer", action="append", default=[], help="NAME=ADDR for /etc/hosts")
     d = sub.add_parser("down")
     d.add_argument("--name", default=os.environ.get("DS01_VM", "ci"))
     s = sub.add_parser("ssh")
@@ -267,7 +308,7 @@ def main() -> None:
     if args.cmd == "build":
         build(args.force)
     elif args.cmd == "up":
-        up(args.name, args.port, args.guestfwd, args.memory)
+        up(args.name, args.port, args.guestfwd, args.memory, args.hostname, args.lan, args.peer)
     elif args.cmd == "down":
         down(args.name)
     elif args.cmd == "ssh":

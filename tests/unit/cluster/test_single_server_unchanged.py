@@ -21,9 +21,10 @@ SINGLE_SERVER = [
 ]  # fmt: skip
 
 
-def included(policy) -> list[str]:
+def included(policy, name: str = "ds01") -> list[str]:
     seen: list[str] = []
-    fake_host = SimpleNamespace(data=SimpleNamespace(policy=policy))
+    data = SimpleNamespace(policy=policy, get=lambda key, default=None: default)
+    fake_host = SimpleNamespace(name=name, data=data)
     with mock.patch("pyinfra.host", fake_host), mock.patch.object(local, "include", seen.append):
         runpy.run_path(str(REPO / "deploys/all.py"))
     return seen
@@ -36,6 +37,15 @@ def test_without_cluster_all_deploys_the_single_server():
 def test_with_cluster_slurm_comes_after_the_users():
     policy, _ = case("one-node")
     assert included(policy) == [*SINGLE_SERVER[:-2], "deploys/slurm.py", *SINGLE_SERVER[-2:]]
+
+
+def test_a_compute_only_node_gets_the_users_and_slurm():
+    policy, _ = case("ten-nodes")
+    assert policy.cluster.controller == "head"
+    assert included(policy, "a100-01.example.lan") == [
+        "deploys/base.py", "deploys/sssd.py", "deploys/groups.py", "deploys/slurm.py"]  # fmt: skip
+    assert included(policy, "head") == [*SINGLE_SERVER[:-2], "deploys/slurm.py",
+                                        *SINGLE_SERVER[-2:]]  # fmt: skip
 
 
 def inventory(env: dict) -> dict:
