@@ -14,6 +14,7 @@ host name. docs/cluster.md says how to add a node.
 """
 
 import base64
+import json
 from io import BytesIO, StringIO
 
 from pyinfra import host, inventory
@@ -21,9 +22,10 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
 from deploys._support import REPO, apt_packages, slurm_name
-from ds01.cluster import accounts, render
+from ds01.cluster import accounts, containers, render
 from ds01.cluster.nodes import node_facts, node_gres
 from ds01.docker.model import ADMIN_ROLE
+from ds01.gpu.layout import Layout
 from ds01.gpu.simulated import simulated_layout
 from ds01.names import role_group
 from facts.gpu import GpuLayout
@@ -51,6 +53,13 @@ if missing:
     )
 
 
+def node_layout(name: str):
+    h = hosts[name]
+    if h.data.policy.gpu.backend == "simulated":
+        return simulated_layout(policy.gpu.simulated, policy.site.name)
+    return h.get_fact(GpuLayout)
+
+
 def cluster_facts() -> dict:
     """Every compute node's facts, read when the files are written (slurmd is
     installed by then); a node without them yet leaves the files undecided."""
@@ -60,13 +69,8 @@ def cluster_facts() -> dict:
         hardware = h.get_fact(SlurmdHardware)
         if hardware is None:
             raise deferred.Undecided(f"once slurmd is installed on {name}")
-        simulated = h.data.policy.gpu.backend == "simulated"
-        layout = (
-            simulated_layout(policy.gpu.simulated, policy.site.name)
-            if simulated else h.get_fact(GpuLayout)
-        )  # fmt: skip
         plugin = h.get_fact(File, path=NVML_PLUGIN) is not None
-        out[name] = node_facts(hardware, layout, plugin)
+        out[name] = node_facts(hardware, node_layout(name), plugin)
     return out
 
 
@@ -185,6 +189,25 @@ if is_node and policy.gpu.backend == "simulated":
 if is_node:
     systemd.service(name="slurmd running", service="slurmd.service", running=True, enabled=True,
                     restarted=conf.will_change or cgroup.will_change)  # fmt: skip
+if is_node:
+    # Containers in jobs (ds01 slurm run): the node's Slurm GPUs as CDI devices,
+    # from the list gres.conf is rendered from, so their indexes are Slurm's.
+    def cdi_file():
+        layout = node_layout(me)
+        if not isinstance(layout, Layout):
+            layout = Layout.from_json(layout)
+        spec = containers.cdi_spec(node_gres(cluster.nodes[me], layout))
+        yield from put(json.dumps(spec, indent=2) + "\n", containers.CDI_SPEC)
+
+    deferred.planned_at_execution(
+        name=f"CDI spec {containers.CDI_SPEC} (the node's Slurm GPUs, for containers in jobs)",
+        plan=cdi_file, what="CDI spec",
+    )  # fmt: skip
+    files.template(
+        name="Podman storage: one UID mapping suffices (directory users have no subuid range)",
+        src=str(REPO / "templates/slurm/storage.conf.j2"), dest="/etc/containers/storage.conf",
+        user="root", group="root", mode="0644",
+    )  # fmt: skip
 if compute_only:
     files.template(
         name="PAM: SSH lands in the user's job (pam_slurm_adopt), admins exempt",

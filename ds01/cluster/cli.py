@@ -1,4 +1,5 @@
-"""``ds01 slurm sync``: Slurm's users follow the role groups.
+"""``ds01 slurm sync``: Slurm's users follow the role groups; ``ds01 slurm
+run``: an image in a job (ds01.cluster.containers).
 
 Runs on the controller after ``ds01 users sync`` (cron, deploys/slurm.py), so
 a user the directory sync put into a role group is associated with the role's
@@ -29,6 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dry-run", action="store_true", help="print the sacctmgr commands only")
     add_policy_option(s)
     s.set_defaults(func=cmd_sync)
+    r = ssub.add_parser(
+        "run", help="in a Slurm job: run an image with the job's GPUs (rootless Podman)",
+        description="Run IMAGE in this job's cgroup with the GPUs Slurm gave the job on this "
+        "node. Load your image first: docker save IMAGE | podman load (docs/cluster.md).",
+    )  # fmt: skip
+    r.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="bind mount (your home, your role's storage areas)")  # fmt: skip
+    r.add_argument("-e", "--env", action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument("-w", "--workdir", metavar="DIR", help="working directory in the container")
+    r.add_argument("image")
+    r.add_argument("command", nargs=argparse.REMAINDER, help="the command (default: the image's)")
+    add_policy_option(r)
+    r.set_defaults(func=cmd_run)
 
 
 def user_roles(policy: Policy) -> dict[str, tuple[int, str]]:
@@ -78,3 +92,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not commands:
         print("Slurm's accounts and users match the policy")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from ds01.cluster import containers
+    from ds01.docker.model import Refused
+
+    policy = load_or_exit(args.policy)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    req = containers.RunRequest(args.image, tuple(command), tuple(args.volume),
+                                tuple(args.env), args.workdir)  # fmt: skip
+    try:
+        job = containers.job_on_this_node(dict(os.environ))
+        binds = containers.checked_binds(req.volumes, policy, os.getuid())
+        try:
+            with open(containers.CDI_SPEC) as f:
+                devices = containers.spec_devices(f.read())
+        except FileNotFoundError:
+            devices = set()
+        argv = containers.podman_argv(req, job, binds, devices)
+        env = containers.podman_env(dict(os.environ), os.getuid())
+    except (containers.NotInJob, ValueError, Refused) as e:
+        print(f"ds01 slurm run: {e}", file=sys.stderr)
+        return 2
+    os.execve(argv[0], argv, env)
+    return 0  # not reached

@@ -58,7 +58,7 @@ def bind_roots(caller: Caller, policy: Policy, home_real: str | None) -> list[tu
     return roots
 
 
-def _check_bind(src: str, caller: Caller, policy: Policy, facts: Facts) -> bool:
+def check_bind(src: str, caller: Caller, policy: Policy, facts: Facts) -> bool:
     """Refuse a bind source the caller may not mount; return whether it is writable."""
     norm = os.path.normpath(src)
     if not src.startswith("/") or norm != (src.rstrip("/") or "/"):
@@ -116,7 +116,7 @@ def rewrite_mounts(spec) -> bool:
                     f"bind options {','.join(sorted(opts - _BIND_OPTIONS))} are not allowed "
                     "(propagation other than private, or unknown); use ro or rw"
                 )
-            writable = _check_bind(src, caller, policy, facts)
+            writable = check_bind(src, caller, policy, facts)
             binds.append(b if writable else _make_readonly_bind(b))
         else:
             if need(facts, "volume", src) is not None:
@@ -144,7 +144,7 @@ def rewrite_mounts(spec) -> bool:
             bo = as_dict(m.get("BindOptions"), "BindOptions")
             if bo.get("Propagation") not in (None, "", "rprivate", "private") and not admin:
                 raise Refused("bind propagation other than private is not allowed")
-            if not _check_bind(as_str(m.get("Source"), "Mount.Source"), caller, policy, facts):
+            if not check_bind(as_str(m.get("Source"), "Mount.Source"), caller, policy, facts):
                 m["ReadOnly"] = True
         elif mtype == "volume":
             vo = dict(as_dict(m.get("VolumeOptions"), "VolumeOptions"))

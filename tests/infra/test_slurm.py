@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 
 import pytest
-from conftest import as_user, ssh_argv, vm_host
+from conftest import as_login, as_user, ssh_argv, vm_host
 
 if os.environ.get("DS01_CLUSTER") != "1":
     pytest.skip("the VM is a cluster only in `tests/run cluster`", allow_module_level=True)
@@ -220,6 +221,47 @@ def test_a_user_added_to_the_directory_reaches_slurm_after_one_sync(vm):
     assert assoc == "ds01-student|ds01-student", assoc
     again = vm.run("ds01 slurm sync")
     assert again.rc == 0 and "match the policy" in again.stdout
+
+
+def test_a_users_image_runs_in_a_job_with_the_jobs_gpus_and_mount_rules(vm):
+    from test_docker import MAKE_IMAGE  # a tiny image from the VM's own binaries
+
+    vm.check_output("sh -c " + shlex.quote(MAKE_IMAGE.replace("{img}", "ds01-vm/tiny:1")))
+    user = "lt.researcher"
+    # docs/cluster.md: build with docker (the DS01 service), load into podman
+    built = as_login(vm, user, "cd /tmp && printf 'FROM ds01-vm/tiny:1\\nLABEL job=1\\n' | "
+                              "docker build -q -t researcher-job:1 -")  # fmt: skip
+    assert built.rc == 0, built.stderr
+    loaded = as_login(vm, user, "cd /tmp && docker save researcher-job:1 | podman load")
+    assert loaded.rc == 0, loaded.stderr
+    out = f"/tmp/ds01-test-container-{os.getpid()}.out"
+    inside = ("ls /dev /dev/nvidia-caps; cat /proc/self/cgroup; "
+              "ls /work >/dev/null && echo home-mounted")  # fmt: skip
+    script = f"ds01 slurm run -v $HOME:/work researcher-job:1 sh -c {shlex.quote(inside)}"
+    sub = as_login(vm, user, f"sbatch --parsable --chdir=/tmp -p gpu -t 5 --mem=384M "
+                             f"--gres=gpu:3g.20gb:1 --output={out} --wrap {shlex.quote(script)}")
+    assert sub.rc == 0, sub.stderr
+    job = sub.stdout.strip()
+    try:
+        deadline = time.time() + 180
+        while vm.check_output(f"squeue -h -j {job} -o %T") and time.time() < deadline:
+            time.sleep(3)
+        text = vm.check_output(f"cat {out}")
+        names = set(text.split())
+        # GPU 2's 3g.20gb (the GPU and its two capability files), nothing else
+        assert {"nvidia2", "nvidia-cap282", "nvidia-cap283"} <= names, text
+        assert not names & {"nvidia0", "nvidia1", "nvidia3", "nvidia-cap291"}, text
+        assert f"/job_{job}/" in text, text  # in the job's cgroup, under its limits
+        assert "home-mounted" in text, text
+        assert job_field(vm, job, "ExitCode") == "0:0"
+    finally:
+        vm.run(f"scancel {job}; rm -f {out}")
+    # the docker service's mount rule: nothing outside the home and the role's areas
+    refused = as_user(vm, user, f"srun {JOB} ds01 slurm run -v /etc:/x researcher-job:1 true")
+    assert refused.rc != 0 and "is not allowed" in refused.stderr, refused.stderr
+    # and not outside a job
+    outside = as_user(vm, user, "ds01 slurm run researcher-job:1 true")
+    assert outside.rc == 2 and "inside a Slurm job" in outside.stderr, outside.stderr
 
 
 # A long timeout: under TCG, with the VM's timers running, one scrape took 9-15 s

@@ -2,8 +2,9 @@
 ``cluster.nodes.<head>.gpus`` as both sides read it (``NodeGpus.slurm_owns``).
 
 The policy is the VM's as ``tests/run cluster`` converges it (tests/vm/policy.yaml
-and tests/vm/cluster.yaml): GPUs 0 and 1 whole, GPUs 2 and 3 in MIG; the head
-ds01-test is the only node, GPUs 2 and 3 are Slurm's, 0 and 1 interactive.
+and tests/vm/cluster.yaml): GPUs 0 and 1 whole, GPUs 2 and 3 in MIG; the
+head ds01-test, GPUs 2 and 3 are Slurm's, 0 and 1 interactive (ds01-node2, a
+compute-only node, has one GPU in Slurm).
 """
 
 from __future__ import annotations
