@@ -203,11 +203,14 @@ if is_node:
         name=f"CDI spec {containers.CDI_SPEC} (the node's Slurm GPUs, for containers in jobs)",
         plan=cdi_file, what="CDI spec",
     )  # fmt: skip
-    files.template(
-        name="Podman storage: one UID mapping suffices (directory users have no subuid range)",
-        src=str(REPO / "templates/slurm/storage.conf.j2"), dest="/etc/containers/storage.conf",
-        user="root", group="root", mode="0644",
-    )  # fmt: skip
+    for conf, why in (("containers.conf", "crun, cgroupfs: containers stay in the job's cgroup"),
+                      ("storage.conf", "one UID mapping suffices: directory users have no "
+                                       "subuid range")):  # fmt: skip
+        files.template(
+            name=f"Podman /etc/containers/{conf} ({why})",
+            src=str(REPO / f"templates/slurm/{conf}.j2"), dest=f"/etc/containers/{conf}",
+            user="root", group="root", mode="0644", create_remote_dir=True,
+        )  # fmt: skip
 if compute_only:
     files.template(
         name="PAM: SSH lands in the user's job (pam_slurm_adopt), admins exempt",
