@@ -257,7 +257,8 @@ def test_a_users_image_runs_in_a_job_with_the_jobs_gpus_and_mount_rules(vm):
     finally:
         vm.run(f"scancel {job}; rm -f {out}")
     # the docker service's mount rule: nothing outside the home and the role's areas
-    refused = as_user(vm, user, f"srun {JOB} ds01 slurm run -v /etc:/x researcher-job:1 true")
+    refused = as_user(vm, user, "srun -p gpu -t 5 --mem=256M "  # ds01 itself needs ~60M
+                                "ds01 slurm run -v /etc:/x researcher-job:1 true")  # fmt: skip
     assert refused.rc != 0 and "is not allowed" in refused.stderr, refused.stderr
     # and not outside a job
     outside = as_user(vm, user, "ds01 slurm run researcher-job:1 true")
