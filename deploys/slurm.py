@@ -38,6 +38,9 @@ cluster = policy.cluster
 if cluster is None:
     raise SystemExit("slurm: the policy has no cluster section; there is nothing to deploy")
 NVML_PLUGIN = "/usr/lib/x86_64-linux-gnu/slurm-wlm/gpu_nvml.so"
+# Debian's libpam-slurm-adopt puts it outside PAM's own (multiarch) directory,
+# where a bare module name is looked up.
+PAM_SLURM_ADOPT = "/lib/security/pam_slurm_adopt.so"
 
 
 hosts = {slurm_name(h): h for h in inventory.get_active_hosts()}
@@ -216,10 +219,14 @@ if compute_only:
         name="PAM: SSH lands in the user's job (pam_slurm_adopt), admins exempt",
         src=str(REPO / "templates/slurm/ds01-slurm-adopt.pam.j2"),
         dest="/etc/pam.d/ds01-slurm-adopt", user="root", group="root", mode="0644",
-        admin_group=role_group(ADMIN_ROLE),
+        admin_group=role_group(ADMIN_ROLE), module=PAM_SLURM_ADOPT,
     )  # fmt: skip
-    files.line(name="sshd's account stack includes ds01-slurm-adopt", path="/etc/pam.d/sshd",
-               line="@include ds01-slurm-adopt")  # fmt: skip
+    files.block(
+        name="sshd's account stack includes ds01-slurm-adopt, before common-account",
+        path="/etc/pam.d/sshd", content="@include ds01-slurm-adopt",
+        line=r"^@include common-account", before=True,
+        marker="# {mark} ds01-infra (deploys/slurm.py): SSH only into a job",
+    )  # fmt: skip
     # pam_systemd would move the adopted login out of the job's cgroup again.
     files.line(
         name="pam_systemd off for logins (they belong to the job's cgroup)",
