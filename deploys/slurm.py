@@ -29,7 +29,7 @@ from ds01.gpu.layout import Layout
 from ds01.gpu.simulated import simulated_layout
 from ds01.names import role_group
 from facts.gpu import GpuLayout
-from facts.slurm import MungeKey, SlurmdHardware
+from facts.slurm import MungeKey, SlurmdGres, SlurmdHardware
 from operations import deferred, slurm
 from operations.deferred import role_users
 
@@ -193,13 +193,17 @@ if is_node:
     systemd.service(name="slurmd running", service="slurmd.service", running=True, enabled=True,
                     restarted=conf.will_change or cgroup.will_change)  # fmt: skip
 if is_node:
-    # Containers in jobs (ds01 slurm run): the node's Slurm GPUs as CDI devices,
-    # from the list gres.conf is rendered from, so their indexes are Slurm's.
+    # Containers in jobs (ds01 slurm run): the node's Slurm GPUs as CDI devices
+    # numbered as Slurm numbers them (slurmd -G), which is not gres.conf's order.
     def cdi_file():
         layout = node_layout(me)
         if not isinstance(layout, Layout):
             layout = Layout.from_json(layout)
-        spec = containers.cdi_spec(node_gres(cluster.nodes[me], layout))
+        rendered = sorted(g.files for g in node_gres(cluster.nodes[me], layout))
+        slurms = [tuple(u["files"]) for u in host.get_fact(SlurmdGres) or []]
+        if sorted(slurms) != rendered:
+            raise deferred.Undecided("once slurmd reads the gres.conf written above")
+        spec = containers.cdi_spec(slurms)
         yield from put(json.dumps(spec, indent=2) + "\n", containers.CDI_SPEC)
 
     deferred.planned_at_execution(

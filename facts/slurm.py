@@ -101,6 +101,47 @@ class SlurmdHardware(FactBase[dict | None]):
         return got if "CPUs" in got and "RealMemory" in got else None
 
 
+class SlurmdGresUnit(TypedDict):
+    type: str  # "3g.20gb", "a100"
+    files: list[str]  # its device files
+
+
+class SlurmdGres(FactBase[list[SlurmdGresUnit] | None]):
+    """
+    The node's GPU GRES in Slurm's own order (``slurmd -G``, which reads
+    slurm.conf and gres.conf as slurmd does): the n-th unit is the one a
+    job's ``GRES=gpu:...(IDX:n)`` names. Slurm sorts the records itself (by
+    type, not as gres.conf lists them), so this order is read, never
+    assumed. None where slurmd is not installed or prints no GPU.
+
+    .. code:: python
+
+        [{"type": "1g.5gb", "files": ["/dev/nvidia2", "/dev/nvidia-caps/nvidia-cap300",
+                                      "/dev/nvidia-caps/nvidia-cap301"]}]
+    """
+
+    requires_command = "slurmd"
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def command(self) -> str:
+        return "slurmd -G 2>&1; true"
+
+    def process(self, output: list[str]) -> list[SlurmdGresUnit] | None:
+        units: list[SlurmdGresUnit] = []
+        for line in output:
+            words = dict(w.split("=", 1) for w in line.split() if "=" in w)
+            if " Gres " not in f" {line} " or words.get("Name") != "gpu":
+                continue
+            if words.get("Count") != "1" or "File" not in words:
+                return None  # deploys/slurm.py writes one unit per line, each with its files
+            units.append(SlurmdGresUnit(type=words.get("Type", ""),
+                                        files=words["File"].split(",")))  # fmt: skip
+        return units or None
+
+
 class MungeKey(FactBase[str | None]):
     """
     The munge key of the host, base64-encoded (read as root; it is the

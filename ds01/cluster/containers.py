@@ -8,7 +8,7 @@ daemon would start it in its own cgroup tree, outside them (docs/cluster.md).
 The command line is built here, from what this side decided, never passed
 through: the GPUs are the ones Slurm's record of the job gives this node
 (``scontrol show job -d``), as the CDI devices deploys/slurm.py wrote from the
-same list as gres.conf (:func:`cdi_spec`); each bind mount passes the docker
+units in Slurm's own order (:func:`cdi_spec`); each bind mount passes the docker
 service's own rule (``ds01.docker.mounts.check_bind``: the home and the
 storage areas of the role, read-only where the role may not write). The
 kernel stays the boundary either way (rootless: the user's own rights, and
@@ -24,7 +24,6 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ds01.cluster.nodes import Gres
 from ds01.config import Policy
 
 CDI_KIND = "ds01.slurm/gpu"
@@ -36,16 +35,17 @@ class NotInJob(Exception):
     """The command cannot run here (not in a job, or the job is not the caller's)."""
 
 
-def cdi_spec(gres: Sequence[Gres]) -> dict:
-    """The CDI spec of a node's Slurm GPUs: device ``<i>`` is GRES index ``i``,
-    in gres.conf's order, with its device files (a MIG device: its GPU's and
-    its two capability files)."""
+def cdi_spec(units: Sequence[Sequence[str]]) -> dict:
+    """The CDI spec of a node's Slurm GPUs: device ``<i>`` is the i-th GRES
+    unit in Slurm's own order (``slurmd -G``, facts.slurm.SlurmdGres; the
+    order a job's ``IDX`` counts in), with its device files (a MIG device: its
+    GPU's and its two capability files)."""
     return {
         "cdiVersion": "0.5.0",
         "kind": CDI_KIND,
         "devices": [
-            {"name": str(i), "containerEdits": {"deviceNodes": [{"path": f} for f in g.files]}}
-            for i, g in enumerate(gres)
+            {"name": str(i), "containerEdits": {"deviceNodes": [{"path": f} for f in files]}}
+            for i, files in enumerate(units)
         ],
     }
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from harness import run_fact_fixture
 
-from facts.slurm import MariaDbUserPlugin, MungeKey, SlurmAccounting, SlurmdHardware
+from facts.slurm import MariaDbUserPlugin, MungeKey, SlurmAccounting, SlurmdGres, SlurmdHardware
 
 HERE = Path(__file__).parent
 FACTS = {"slurm_accounting": SlurmAccounting, "slurmd_hardware": SlurmdHardware,
-         "munge_key": MungeKey, "maria_db_user_plugin": MariaDbUserPlugin}
+         "munge_key": MungeKey, "maria_db_user_plugin": MariaDbUserPlugin,
+         "slurmd_gres": SlurmdGres}
 
 
 @pytest.mark.parametrize("fixture", sorted(HERE.glob("*.json")), ids=lambda p: p.stem)

@@ -4,6 +4,9 @@ writes for them, and the podman command line built from both."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from test_gpu_split import vm_policy
 
@@ -11,6 +14,7 @@ from ds01.cluster import containers
 from ds01.cluster.nodes import node_gres
 from ds01.gpu.simulated import simulated_layout
 
+FACTS = Path(__file__).resolve().parents[2] / "facts/slurm"
 # `scontrol show job -d` (Slurm 22.05) of a batch job on the VM's head.
 SHOW_JOB = """\
 JobId=41 JobName=wrap
@@ -19,23 +23,23 @@ JobId=41 JobName=wrap
    JobState=RUNNING Reason=None Dependency=(null)
    NodeList=ds01-test BatchHost=ds01-test
    NumNodes=1 NumCPUs=1 NumTasks=1 CPUs/Task=1 ReqB:S:C:T=0:0:*:*
-   TRES=cpu=1,mem=32M,node=1,billing=3,gres/gpu=2,gres/gpu:1g.5gb=1,gres/gpu:3g.20gb=1
-   JOB_GRES=gpu:3g.20gb:1,gpu:1g.5gb:1
-     Nodes=ds01-test CPU_IDs=0 Mem=32 GRES=gpu:3g.20gb:1(IDX:0),gpu:1g.5gb:1(IDX:2-3)
+   TRES=cpu=1,mem=32M,node=1,billing=3,gres/gpu=3,gres/gpu:1g.5gb=2,gres/gpu:3g.20gb=1
+   JOB_GRES=gpu:3g.20gb:1,gpu:1g.5gb:2
+     Nodes=ds01-test CPU_IDs=0 Mem=32 GRES=gpu:3g.20gb:1(IDX:7),gpu:1g.5gb:2(IDX:0-1)
    MinCPUsNode=1 MinMemoryNode=32M MinTmpDiskNode=0
 """
 
 
 def test_the_job_record_gives_the_owner_and_this_nodes_gres_indexes():
     job = containers.parse_job(SHOW_JOB, "ds01-test")
-    assert (job.job, job.user_id, job.gpus) == ("41", 1003, (0, 2, 3))
+    assert (job.job, job.user_id, job.gpus) == ("41", 1003, (0, 1, 7))
     assert containers.parse_job(SHOW_JOB, "ds01-node2").gpus == ()  # not on that node
 
 
 def test_a_host_list_is_expanded():
     text = SHOW_JOB.replace("Nodes=ds01-test CPU", "Nodes=ds01-[test,x] CPU")
     job = containers.parse_job(text, "ds01-test", lambda h: ["ds01-test", "ds01-x"])
-    assert job.gpus == (0, 2, 3)
+    assert job.gpus == (0, 1, 7)
 
 
 def test_a_record_without_its_owner_is_refused():
@@ -43,18 +47,22 @@ def test_a_record_without_its_owner_is_refused():
         containers.parse_job(SHOW_JOB.replace("UserId=lt.researcher(1003)", "UserId=?"), "x")
 
 
-def test_the_cdi_devices_are_the_gres_in_gres_conf_order():
-    policy = vm_policy()
-    node = policy.cluster.nodes["ds01-test"]
-    gres = node_gres(node, simulated_layout(policy.gpu.simulated, policy.site.name))
-    spec = containers.cdi_spec(gres)
+def test_the_cdi_devices_are_numbered_in_slurms_order_not_gres_confs():
+    # What slurmd -G printed on the VM's head (tests/facts/slurm/): Slurm sorts
+    # the records by type, so the 3g.20gb (gres.conf's first line) is IDX 7.
+    listing = json.loads((FACTS / "slurmd_gres.vm_head.json").read_text())["fact"]
+    spec = containers.cdi_spec([u["files"] for u in listing])
     assert spec["kind"] == "ds01.slurm/gpu" and spec["cdiVersion"] == "0.5.0"
     assert [d["name"] for d in spec["devices"]] == [str(i) for i in range(8)]
-    first = [n["path"] for n in spec["devices"][0]["containerEdits"]["deviceNodes"]]
-    # GPU 2's 3g.20gb: the GPU and its GPU-instance and compute-instance files
-    assert first == ["/dev/nvidia2", "/dev/nvidia-caps/nvidia-cap282",
-                     "/dev/nvidia-caps/nvidia-cap283"]  # fmt: skip
-    assert [g.type for g in gres][:1] == ["3g.20gb"]
+    last = [n["path"] for n in spec["devices"][7]["containerEdits"]["deviceNodes"]]
+    assert last == ["/dev/nvidia2", "/dev/nvidia-caps/nvidia-cap282",
+                    "/dev/nvidia-caps/nvidia-cap283"]  # fmt: skip
+    # the same units as gres.conf is rendered from, in another order
+    policy = vm_policy()
+    gres = node_gres(policy.cluster.nodes["ds01-test"],
+                     simulated_layout(policy.gpu.simulated, policy.site.name))  # fmt: skip
+    assert gres[0].type == "3g.20gb"
+    assert sorted(g.files for g in gres) == sorted(tuple(u["files"]) for u in listing)
 
 
 def test_the_command_line_is_built_not_passed_through():
