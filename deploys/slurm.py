@@ -210,6 +210,12 @@ if is_node:
         name=f"CDI spec {containers.CDI_SPEC} (the node's Slurm GPUs, for containers in jobs)",
         plan=cdi_file, what="CDI spec",
     )  # fmt: skip
+    # Jobs run rootless Podman; its package enables a root API service and
+    # root's container restarts, which nothing here uses.
+    for unit in ("podman.socket", "podman.service", "podman-restart.service",
+                 "podman-auto-update.service", "podman-auto-update.timer"):  # fmt: skip
+        systemd.service(name=f"Podman's {unit} off (containers in jobs are rootless)",
+                        service=unit, running=False, enabled=False)  # fmt: skip
     for conf, why in (("containers.conf", "crun, cgroupfs: containers stay in the job's cgroup"),
                       ("storage.conf", "one UID mapping suffices: directory users have no "
                                        "subuid range")):  # fmt: skip

@@ -125,6 +125,10 @@ def _customize(root: Path) -> None:
     for unit in ("mariadb.service", "munge.service", "slurmd.service",
                  "slurmctld.service", "slurmdbd.service"):  # fmt: skip
         (wants / unit).unlink(missing_ok=True)
+    # Podman's own services (its root API among them), which its package enables
+    # and deploys/slurm.py turns off on the nodes: a single server has none.
+    for unit in ("podman.service", "podman-restart.service", "podman-auto-update.service"):
+        (root / "etc/systemd/system/default.target.wants" / unit).unlink(missing_ok=True)
     # Daemons that the deploys start must not start by themselves in the image.
     (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
 
