@@ -74,6 +74,8 @@ def test_the_compute_node_has_slurm_and_not_the_interactive_platform(node):
         assert node.service(unit).is_running and node.service(unit).is_enabled, unit
     for unit in ("slurmctld", "slurmdbd"):
         assert not node.service(unit).is_running, unit
+    for unit in ("podman.socket", "podman.service"):  # jobs run rootless Podman, no root API
+        assert not node.service(unit).is_enabled and not node.service(unit).is_running, unit
     # the head's own parts are not deployed here (the image has their packages)
     for path in ("/etc/systemd/system/ds01-docker.socket", "/etc/cron.d/ds01-users-sync",
                  "/etc/systemd/system/ds01-exporter.service"):  # fmt: skip
