@@ -18,7 +18,7 @@ import json
 from io import BytesIO, StringIO
 
 from pyinfra import host, inventory
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, FindInFile
 from pyinfra.operations import apt, files, server, systemd
 
 from deploys._support import REPO, apt_packages, slurm_name
@@ -235,11 +235,23 @@ if compute_only:
         name="sshd's account stack includes ds01-slurm-adopt, before common-account",
         path="/etc/pam.d/sshd", content="@include ds01-slurm-adopt",
         line=r"^@include common-account", before=True,
-        marker="# {mark} ds01-infra (deploys/slurm.py): SSH only into a job",
+        # no / or ( ) in the marker: pyinfra finds the block with an awk regex
+        marker="# {mark} ds01-infra slurm: SSH only into a job",
     )  # fmt: skip
     # pam_systemd would move the adopted login out of the job's cgroup again.
-    files.line(
+    # Through pam-auth-update, so that its next run (any PAM package's) keeps it off.
+    def pam_systemd_off():
+        if host.get_fact(FindInFile, path="/etc/pam.d/common-session",
+                         pattern=r"^session.*pam_systemd\.so"):  # fmt: skip
+            # It leaves hand-edited common-* files alone (exit 0): then fail, loudly.
+            yield (
+                "DEBIAN_FRONTEND=noninteractive pam-auth-update --disable systemd && "
+                "! grep -q '^session.*pam_systemd\\.so' /etc/pam.d/common-session || "
+                "{ echo 'pam-auth-update left pam_systemd on: /etc/pam.d/common-* changed by "
+                "hand? see pam-auth-update(8) --force' >&2; exit 1; }"
+            )
+
+    deferred.planned_at_execution(
         name="pam_systemd off for logins (they belong to the job's cgroup)",
-        path="/etc/pam.d/common-session", line=r"^session\s+optional\s+pam_systemd\.so.*$",
-        replace="# ds01 (deploys/slurm.py, pam_slurm_adopt): session optional pam_systemd.so",
+        plan=pam_systemd_off, what="pam_systemd",
     )  # fmt: skip
