@@ -127,8 +127,11 @@ def _customize(root: Path) -> None:
         (wants / unit).unlink(missing_ok=True)
     # Podman's own services (its root API among them), which its package enables
     # and deploys/slurm.py turns off on the nodes: a single server has none.
-    for unit in ("podman.service", "podman-restart.service", "podman-auto-update.service"):
-        (root / "etc/systemd/system/default.target.wants" / unit).unlink(missing_ok=True)
+    for wanted_by, unit in (("default", "podman.service"), ("default", "podman-restart.service"),
+                            ("default", "podman-auto-update.service"),
+                            ("timers", "podman-auto-update.timer"),
+                            ("sockets", "podman.socket")):  # fmt: skip
+        (root / f"etc/systemd/system/{wanted_by}.target.wants" / unit).unlink(missing_ok=True)
     # Daemons that the deploys start must not start by themselves in the image.
     (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
 
