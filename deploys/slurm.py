@@ -56,11 +56,11 @@ if missing:
     )
 
 
-def node_layout(name: str):
+def node_layout(name: str) -> Layout:
     h = hosts[name]
     if h.data.policy.gpu.backend == "simulated":
         return simulated_layout(policy.gpu.simulated, policy.site.name)
-    return h.get_fact(GpuLayout)
+    return Layout.from_json(h.get_fact(GpuLayout))
 
 
 def cluster_facts() -> dict:
@@ -181,8 +181,7 @@ if is_node and policy.gpu.backend == "simulated":
     # The test VM: device files for the simulated GPUs, which slurmd insists exist.
     devices = files.put(
         name="Device files of the simulated GPUs (/etc/tmpfiles.d/ds01-slurm-gpus.conf)",
-        src=StringIO(render.simulated_device_nodes(node_gres(
-            cluster.nodes[me], simulated_layout(policy.gpu.simulated, policy.site.name)))),
+        src=StringIO(render.simulated_device_nodes(node_gres(cluster.nodes[me], node_layout(me)))),
         dest="/etc/tmpfiles.d/ds01-slurm-gpus.conf", user="root", group="root", mode="0644",
     )  # fmt: skip
     server.shell(
@@ -196,10 +195,7 @@ if is_node:
     # Containers in jobs (ds01 slurm run): the node's Slurm GPUs as CDI devices
     # numbered as Slurm numbers them (slurmd -G), which is not gres.conf's order.
     def cdi_file():
-        layout = node_layout(me)
-        if not isinstance(layout, Layout):
-            layout = Layout.from_json(layout)
-        rendered = sorted(g.files for g in node_gres(cluster.nodes[me], layout))
+        rendered = sorted(g.files for g in node_gres(cluster.nodes[me], node_layout(me)))
         slurms = [tuple(u["files"]) for u in host.get_fact(SlurmdGres) or []]
         if sorted(slurms) != rendered:
             raise deferred.Undecided("once slurmd reads the gres.conf written above")
